@@ -1,0 +1,53 @@
+"""What every command shares: logging to stderr, the error-to-exit-code boundary, consoles."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import EXIT_INTERRUPTED, SpacemindError, NotBuiltError
+
+console = Console()  # results (stdout)
+err_console = Console(stderr=True)  # messages, errors, progress
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.INFO if verbose <= 0 else logging.DEBUG)
+    root = logging.getLogger()
+    if not any(getattr(h, "_spacemind", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+        handler._spacemind = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("spacemind_cli").setLevel(level)
+    logging.getLogger("pipelines").setLevel(level)
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn):
+    """Turn library errors into one-line messages and their documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpacemindError as exc:
+            fail(exc.message, exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished work is kept; rerun the same command to resume")
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def not_built(command: str, issue: str) -> None:
+    raise NotBuiltError(f"`spacemind {command}` is not built yet ({issue}); nothing was done")

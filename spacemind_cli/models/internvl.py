@@ -1,0 +1,141 @@
+"""InternVL (InternViT + projector + Qwen2 LLM) through transformers, across versions 5.17+.
+
+We use transformers' `InternVLForConditionalGeneration` unchanged and only split its image
+path in two: `vision_features` (vision tower + pixel shuffle, what the feature cache stores)
+and `project` (the multimodal projector). Their composition equals the library's own
+`get_image_features`, whose return type drifted (a tensor in 4.x, an output object with
+`pooler_output` in 5.x); `image_features` handles both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+IMG_START = "<img>"
+IMG_END = "</img>"
+IMG_CONTEXT = "<IMG_CONTEXT>"
+
+
+def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
+    """Load model + tokenizer from a local HF-format folder (or a hub id when online).
+
+    Never unpickles: safetensors only, no remote code.
+    """
+    from transformers import AutoTokenizer, InternVLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # we report progress ourselves; nothing else prints
+    local = Path(path).exists()
+    if local and not any(Path(path).glob("*.safetensors")):
+        raise CheckpointError(f"InternVL folder {path} holds no .safetensors weights")
+    try:
+        model = InternVLForConditionalGeneration.from_pretrained(
+            path,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            use_safetensors=True,
+            local_files_only=local,
+            trust_remote_code=False,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load InternVL from {path}: {' '.join(str(exc).split())[:300]}") from None
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(language model decoder, lm_head, input embeddings)."""
+    inner = model.model
+    return inner.language_model, model.lm_head, inner.get_input_embeddings()
+
+
+def vision_tower_parameters(model: nn.Module):
+    return model.model.vision_tower.named_parameters(prefix="model.vision_tower")
+
+
+@torch.no_grad()
+def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """[S, 3, H, W] -> [S, tokens, 4 * vision_hidden]: vision tower, CLS dropped, pixel shuffle.
+
+    This is InternVL's image path up to (not including) the projector.
+    """
+    cfg = model.config
+    inner = model.model
+    layer = cfg.vision_feature_layer
+    pixel_values = pixel_values.to(dtype=inner.vision_tower.dtype)
+    out = inner.vision_tower(pixel_values=pixel_values, return_dict=True, output_hidden_states=layer != -1)
+    feats = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+    if cfg.vision_feature_select_strategy == "default":
+        feats = feats[:, 1:, :]
+    b, n, _ = feats.shape
+    side = int(math.isqrt(n))
+    feats = feats.reshape(b, side, side, -1)
+    feats = inner.pixel_shuffle(feats, scale_factor=cfg.downsample_ratio)
+    return feats.reshape(b, -1, feats.shape[-1])
+
+
+def project(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """[S, tokens, 4 * vision_hidden] -> [S, tokens, llm_hidden] through InternVL's projector."""
+    proj = model.model.multi_modal_projector
+    return proj(feats.to(proj.linear_1.weight.dtype))
+
+
+@torch.no_grad()
+def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """transformers' own projected image features, whatever the installed version returns."""
+    out = model.get_image_features(pixel_values=pixel_values)
+    if isinstance(out, torch.Tensor):  # transformers 4.x
+        return out
+    if getattr(out, "pooler_output", None) is not None:  # 5.x
+        return out.pooler_output
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    raise TypeError(f"unexpected get_image_features output {type(out).__name__}")
+
+
+def tokens_per_image(model: nn.Module) -> int:
+    return int(model.config.image_seq_length)
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    ids = {}
+    for tok in (IMG_START, IMG_END, IMG_CONTEXT):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise CheckpointError(f"tokenizer lacks InternVL's special token {tok}")
+        ids[tok] = int(tid)
+    return ids
+
+
+def eos_token_ids(model: nn.Module, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    for tok in ("<|im_end|>", tokenizer.eos_token):
+        if tok:
+            tid = tokenizer.convert_tokens_to_ids(tok)
+            if tid is not None and tid != tokenizer.unk_token_id:
+                ids.add(int(tid))
+    return ids
+
+
+def pad_token_id(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0

@@ -1,0 +1,216 @@
+"""Question files: JSONL, JSON (a list, or {"questions": [...]}) and Parquet.
+
+A question names its scene by `dataset` + `scene_name`, or by `scene` (a path relative to the
+scenes root); SQA3D's `scene_id` / `question_id` are accepted as `scene_name` / `id`.
+Every field of a row is kept as is and travels through to the answers. Problems with one row
+(a malformed line, a missing field, a duplicate id) are collected per row, naming the file and
+line, and never stop the other rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+
+JSONL_EXTS = (".jsonl", ".ndjson")
+JSON_EXTS = (".json",)
+PARQUET_EXTS = (".parquet", ".pq")
+
+
+@dataclass
+class Question:
+    index: int  # position among the file's valid rows; defines the output order
+    qid: str  # the row's id as text; "line-N" when the row has none
+    row: dict  # the row exactly as read
+    source: str
+    line: int  # 1-based line (JSONL) or row number (JSON, Parquet)
+
+    @property
+    def question_type(self) -> str | None:
+        value = self.row.get("question_type")
+        return str(value) if value is not None else None
+
+    @property
+    def text(self) -> str:
+        return str(self.row["question"])
+
+    @property
+    def options(self) -> list[str] | None:
+        return self.row.get("options")
+
+    @property
+    def ground_truth(self) -> str | None:
+        value = self.row.get("ground_truth")
+        return None if value is None else str(value)
+
+    @property
+    def scene_spec(self) -> dict:
+        row = self.row
+        name = row.get("scene_name") or row.get("scene_id")
+        return {"scene": row.get("scene"), "dataset": row.get("dataset"), "scene_name": name}
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line} (question {self.qid})"
+
+
+@dataclass
+class Problem:
+    """One row that cannot be asked, with a one-line reason."""
+
+    source: str
+    line: int
+    qid: str | None
+    message: str
+    row: dict | None = None
+
+    def __str__(self) -> str:
+        who = f" (question {self.qid})" if self.qid is not None else ""
+        return f"{self.source}:{self.line}{who}: {self.message}"
+
+    def to_record(self, stage: str = "questions") -> dict:
+        return {"stage": stage, "file": self.source, "line": self.line, "id": self.qid, "error": self.message}
+
+
+@dataclass
+class QuestionSet:
+    source: str
+    questions: list[Question] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def has_ground_truth(self) -> bool:
+        return any(q.ground_truth is not None for q in self.questions)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed value or None, error or None) per non-blank line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, None, f"not valid UTF-8 (byte {exc.start})"
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield lineno, json.loads(text), None
+            except json.JSONDecodeError as exc:
+                yield lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"question file {path} is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"question file {path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    if isinstance(data, dict) and isinstance(data.get("questions"), list):
+        data = data["questions"]
+    if not isinstance(data, list):
+        raise InputError(f"question file {path} must hold a JSON list of questions (or {{'questions': [...]}})")
+    for i, item in enumerate(data, start=1):
+        yield i, item, None
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InputError(f"question file {path} is not a readable Parquet file: {exc}") from None
+    n = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row, None
+
+
+def _reader(path: Path):
+    ext = path.suffix.lower()
+    if ext in JSONL_EXTS:
+        return _iter_jsonl
+    if ext in JSON_EXTS:
+        return _iter_json
+    if ext in PARQUET_EXTS:
+        return _iter_parquet
+    raise InputError(f"question file {path}: unknown format {ext!r} (use .jsonl, .json or .parquet)")
+
+
+def _row_problem(row: Any, require_scene: bool) -> str | None:
+    if not isinstance(row, dict):
+        return f"a question must be a JSON object, got {type(row).__name__}"
+    question = row.get("question")
+    if question is None:
+        return "missing required field 'question'"
+    if not isinstance(question, str) or not question.strip():
+        return "field 'question' must be non-empty text"
+    options = row.get("options")
+    if options is not None:
+        if not isinstance(options, list):
+            return f"field 'options' must be a list of strings or null, got {type(options).__name__}"
+        if not all(isinstance(o, str) for o in options):
+            return "field 'options' must be a list of strings"
+    qtype = row.get("question_type")
+    if qtype is not None and not isinstance(qtype, str):
+        return f"field 'question_type' must be text, got {type(qtype).__name__}"
+    qid = row.get("id", row.get("question_id"))
+    if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
+        return f"field 'id' must be an integer or text, got {type(qid).__name__}"
+    if require_scene:
+        scene = row.get("scene")
+        name = row.get("scene_name") or row.get("scene_id")
+        if scene is None and name is None:
+            return "names no scene (needs 'scene', or 'dataset' + 'scene_name')"
+        for key in ("scene", "scene_name", "scene_id", "dataset"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                return f"field {key!r} must be text, got {type(row[key]).__name__}"
+    return None
+
+
+def read_questions(path: str | os.PathLike, *, require_scene: bool = True) -> QuestionSet:
+    """Read and validate a question file.
+
+    Raises InputError when the file as a whole is unusable (missing, unknown format, not JSON,
+    no questions at all); row-level problems are returned in `problems`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"question file {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"question file {path} is a directory")
+    reader = _reader(path)
+    result = QuestionSet(source=str(path))
+    seen: dict[str, int] = {}
+    for line, row, error in reader(path):
+        qid = None
+        if isinstance(row, dict):
+            raw_id = row.get("id", row.get("question_id"))
+            qid = None if raw_id is None else str(raw_id)
+        if error is None:
+            error = _row_problem(row, require_scene)
+        if error is None and qid is not None and qid in seen:
+            error = f"duplicate id {qid!r} (first seen on line {seen[qid]}); this row is skipped"
+        if error is not None:
+            result.problems.append(Problem(str(path), line, qid, error, row if isinstance(row, dict) else None))
+            continue
+        if qid is None:
+            qid = f"line-{line}"
+        seen[qid] = line
+        result.questions.append(Question(len(result.questions), qid, row, str(path), line))
+    if not result.questions and not result.problems:
+        raise InputError(f"question file {path} holds no questions")
+    return result
