@@ -52,7 +52,7 @@ class Question:
     def scene_spec(self) -> dict:
         row = self.row
         name = row.get("scene_name") or row.get("scene_id")
-        return {"scene": row.get("scene"), "dataset": row.get("dataset"), "scene_name": name}
+        return {"scene": row.get("scene"), "dataset": row.get("dataset"), "scene_name": name, "images": row.get("images")}
 
     def where(self) -> str:
         return f"{self.source}:{self.line} (question {self.qid})"
@@ -173,7 +173,9 @@ def _row_problem(row: Any, require_scene: bool) -> str | None:
     if require_scene:
         scene = row.get("scene")
         name = row.get("scene_name") or row.get("scene_id")
-        if scene is None and name is None:
+        if row.get("images") is not None and not isinstance(row["images"], list):
+            return f"field 'images' must be a list of image paths, got {type(row['images']).__name__}"
+        if scene is None and name is None and not row.get("images"):
             return "names no scene (needs 'scene', or 'dataset' + 'scene_name')"
         for key in ("scene", "scene_name", "scene_id", "dataset"):
             if row.get(key) is not None and not isinstance(row[key], str):

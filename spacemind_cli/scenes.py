@@ -33,9 +33,10 @@ MAX_DECODE_SIDE = 2048
 class SceneRef:
     key: str  # path relative to the root, POSIX, video extension dropped: "scannet/scene0011_00"
     path: Path
-    kind: str  # "video" | "frames"
+    kind: str  # "video" | "frames" | "images" (an explicit list of image files, e.g. SPBench)
     dataset: str | None
     scene_name: str
+    images: tuple[str, ...] = ()  # kind "images": absolute paths, in order
 
     def describe(self) -> str:
         return f"scene {self.key} ({self.path})"
@@ -151,16 +152,49 @@ def _candidates(target: str) -> list[Path]:
     return [Path(target)] + [Path(target + ext) for ext in VIDEO_EXTS + tuple(e.upper() for e in VIDEO_EXTS)]
 
 
+def _inside(base: str, rel: str, label: str, root) -> str:
+    if os.path.isabs(rel) or "\x00" in rel:
+        raise SceneError(f"{label} must be a path relative to the scenes root")
+    target = os.path.realpath(os.path.join(base, rel))
+    if target != base and not target.startswith(base + os.sep):
+        raise SceneError(f"{label} escapes the scenes root {root}")
+    return target
+
+
+def resolve_images(root: str | os.PathLike, images: list, *, dataset=None, scene_name=None) -> SceneRef:
+    """A scene given as an explicit, ordered list of image files (relative to the root)."""
+    from .fingerprint import text_digest
+
+    base = os.path.realpath(root)
+    paths = []
+    for item in images:
+        rel = item.get("path") if isinstance(item, dict) else item
+        if not isinstance(rel, str) or not rel:
+            raise SceneError("field 'images' must list image paths relative to the scenes root")
+        target = _inside(base, rel, f"image {rel!r}", root)
+        if not os.path.isfile(target):
+            raise SceneError(f"image {rel!r} not found under {root}")
+        paths.append(target)
+    if not paths:
+        raise SceneError("field 'images' is empty")
+    name = scene_name or Path(paths[0]).stem
+    key = f"{dataset + '/' if dataset else ''}{name}@{text_digest([os.path.relpath(p, base) for p in paths])[:10]}"
+    return SceneRef(key=key, path=Path(base), kind="images", dataset=dataset, scene_name=name, images=tuple(paths))
+
+
 def resolve_scene(
     root: str | os.PathLike,
     *,
     dataset: str | None = None,
     scene_name: str | None = None,
     scene: str | None = None,
+    images: list | None = None,
 ) -> SceneRef:
-    """Find the scene a question names, by `scene` (a path relative to the root) or by
-    `dataset` + `scene_name`. Raises SceneError naming what was looked for."""
+    """Find the scene a question names: `images` (a list of files), `scene` (a path relative to
+    the root) or `dataset` + `scene_name`. Raises SceneError naming what was looked for."""
     root = Path(root)
+    if images:
+        return resolve_images(root, images, dataset=dataset, scene_name=scene_name)
     if scene:
         rel = str(scene)
         label = f"scene {rel!r}"
@@ -169,12 +203,8 @@ def resolve_scene(
         label = f"scene {rel!r}"
     else:
         raise SceneError("question names no scene (needs `scene`, or `dataset` + `scene_name`)")
-    if os.path.isabs(rel) or "\x00" in rel:
-        raise SceneError(f"{label} must be a path relative to the scenes root")
     base = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(base, rel))
-    if target != base and not target.startswith(base + os.sep):
-        raise SceneError(f"{label} escapes the scenes root {root}")
+    target = _inside(base, rel, label, root)
     candidates = _candidates(target)
     if dataset and scene_name and not scene:
         # VSI-Bench rows over a flat root: fall back to ROOT/<scene_name>.
@@ -223,6 +253,10 @@ def load_clip(scene: SceneRef, sampling: Sampling) -> Clip:
         total = video.count_frames(scene.path)
         indices = sample_indices(total, sampling)
         frames = video.read_frames(scene.path, indices)
+    elif scene.kind == "images":
+        total = len(scene.images)
+        indices = sample_indices(total, sampling)
+        frames = [images.load_rgb(scene.images[i], max_side=MAX_DECODE_SIDE) for i in indices]
     else:
         files = _frame_files(scene.path) if scene.path.is_dir() else []
         if not files:
@@ -244,4 +278,6 @@ def scene_files(scene: SceneRef) -> list[Path]:
     """The files whose content defines the scene (for content fingerprints)."""
     if scene.kind == "video":
         return [scene.path]
+    if scene.kind == "images":
+        return [Path(p) for p in scene.images]
     return _frame_files(scene.path)

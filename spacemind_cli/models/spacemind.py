@@ -1,0 +1,468 @@
+"""SpaceMind: VGGT (geometry) + InternViT (appearance) -> CGMF -> InternVL's LLM.
+
+    frames ─┬─ InternViT (one tile/frame) ─ pixel shuffle ─ projector ─ f_v [S, n, d_v]
+            └─ VGGT aggregator (all frames jointly) ─ layer(s) ─┬─ f_c camera token [S, 1, d_s]
+                                                                └─ f_s patch tokens  [S, M, d_s]
+    CGMF(f_v, f_s, f_c) ─ f_fused [S, n, d_v] ─ at the <IMG_CONTEXT> positions ─ LLM ─ answer
+
+The frozen encoders' outputs (`EncoderOutputs`) are what the feature cache stores; everything
+after them (projector, CGMF, LLM) runs per answer job. A scene is encoded and fused once and its
+visual prefix prefilled once; every question about it reuses that prefix.
+
+Checkpoint folder:
+    config.json            SpaceMindConfig (type "spacemind")
+    fusion.safetensors     CGMF weights (absent when fusion = "none")
+    internvl/              HF-format InternVL (config, safetensors, tokenizer), or a reference
+    vggt/                  VGGT config.json + model.safetensors (or model.pt), or a reference
+    lora/                  optional PEFT LoRA adapter for the LLM, merged at load time
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import CheckpointError
+from ..fingerprint import file_digest, safetensors_digest, text_digest
+from . import generation, internvl
+from .cgmf import CGMF, CGMFConfig
+from .preprocess import PreparedClip, PreprocessConfig, vggt_tensor, vit_tensor
+
+log = logging.getLogger(__name__)
+
+CONFIG_TYPE = "spacemind"
+FORMAT_VERSION = 1
+INTERNVL_SYSTEM_MESSAGE = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class PromptConfig:
+    system_message: str = INTERNVL_SYSTEM_MESSAGE
+    frame_prefix: bool = True  # "Frame1: <img>...</img>" as InternVL's processor does for video
+
+
+@dataclass
+class SpaceMindConfig:
+    base: str = "internvl"  # InternVL: folder inside the checkpoint, a trusted path, or a hub id
+    vggt: str = "vggt"
+    fusion: str = "cgmf"  # "cgmf" | "none" (plain InternVL baseline)
+    cgmf: CGMFConfig = field(default_factory=CGMFConfig)
+    vggt_layers: list[int] = field(default_factory=lambda: [-1])
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    num_frames: int = 32
+    sampling: str = "paper"
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    fusion_weights: str = "fusion.safetensors"
+    lora: str | None = None
+    versions: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocess"] = self.preprocess.to_dict()
+        return {"type": CONFIG_TYPE, "format_version": FORMAT_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpaceMindConfig":
+        if d.get("type") != CONFIG_TYPE:
+            raise CheckpointError(f"config type is {d.get('type')!r}, expected {CONFIG_TYPE!r}")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format {d.get('format_version')} is newer than this spacemind ({FORMAT_VERSION}); upgrade"
+            )
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["cgmf"] = CGMFConfig.from_dict(known.get("cgmf", {}))
+        known["preprocess"] = PreprocessConfig.from_dict(known.get("preprocess", {}))
+        known["prompt"] = PromptConfig(**known.get("prompt", {}))
+        cfg = cls(**known)
+        if cfg.fusion not in ("cgmf", "none"):
+            raise CheckpointError(f"unknown fusion {cfg.fusion!r} (cgmf | none)")
+        return cfg
+
+
+@dataclass
+class EncoderOutputs:
+    """The frozen encoders' outputs for one ordered clip (what the feature cache stores)."""
+
+    vggt_patch: torch.Tensor  # [L, S, M_s, d_s] patch tokens of the configured layers
+    vggt_camera: torch.Tensor  # [L, S, 1, d_s] camera token (token 0) of those layers
+    internvit: torch.Tensor  # [S, n, 4 * vit_hidden] InternViT after pixel shuffle, before the projector
+    pose_enc: torch.Tensor  # [S, 9] camera head output: T(3), quaternion(4), fov_h, fov_w
+
+    TENSORS = ("vggt_patch", "vggt_camera", "internvit", "pose_enc")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.internvit.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in self.TENSORS}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "EncoderOutputs":
+        return cls(**{k: tensors[k] for k in cls.TENSORS})
+
+    def to(self, device) -> "EncoderOutputs":
+        return EncoderOutputs(**{k: v.to(device) for k, v in self.tensors().items()})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _trusted(paths) -> list[str]:
+    out = [os.path.realpath(p) for p in paths or ()]
+    env = os.environ.get("SPACEMIND_TRUST_PATHS")
+    if env:
+        out += [os.path.realpath(p) for p in env.split(os.pathsep) if p]
+    return out
+
+
+def resolve_component(root: Path, ref: str, what: str, trusted_paths=()) -> str:
+    """Where a component's weights are: inside the checkpoint folder, at a path the user trusts,
+    or a hub id. A config that points outside its folder is refused unless the user passed that
+    path (--trust-path or SPACEMIND_TRUST_PATHS): a downloaded checkpoint must not make us read
+    arbitrary files."""
+    base = os.path.realpath(root)
+    candidate = os.path.realpath(os.path.join(base, ref))
+    if os.path.exists(candidate):
+        if candidate == base or candidate.startswith(base + os.sep):
+            return candidate
+        for t in _trusted(trusted_paths):
+            if candidate == t or candidate.startswith(t + os.sep):
+                return candidate
+        raise CheckpointError(
+            f"{root}/config.json: {what} points outside the checkpoint folder to {candidate}; "
+            f"pass --trust-path {candidate} (or set SPACEMIND_TRUST_PATHS) if you trust it"
+        )
+    if _HUB_ID.match(ref) and not ref.startswith((".", "/")):
+        return ref
+    raise CheckpointError(f"{root}/config.json: {what} {ref!r} not found")
+
+
+def vggt_weight_files(path: str) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    for name in ("model.safetensors", "model.pt"):
+        if (p / name).exists():
+            return [p / name]
+    raise CheckpointError(f"VGGT folder {path} holds neither model.safetensors nor model.pt")
+
+
+def internvl_weight_files(path: str) -> list[Path]:
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"InternVL folder {path} holds no .safetensors weights")
+    return files
+
+
+VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
+VGGT_PREFIXES = ("aggregator.", "camera_head.")
+
+
+class SpaceMind(nn.Module):
+    def __init__(self, config: SpaceMindConfig, vggt, internvl_model, tokenizer, fusion: CGMF | None):
+        super().__init__()
+        self.config = config
+        self.vggt = vggt
+        self.internvl = internvl_model
+        self.tokenizer = tokenizer
+        self.fusion = fusion
+        self._prefix_ids: dict[int, list[int]] = {}
+        self.encoder_fingerprint: str | None = None
+        self.checkpoint_id: str | None = None
+
+    # ---------------------------------------------------------------- loading / saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        trusted_paths=(),
+    ) -> "SpaceMind":
+        from .vggt import VGGT
+
+        root = Path(path)
+        if not root.is_dir():
+            raise CheckpointError(f"checkpoint {root} is not a folder")
+        config = SpaceMindConfig.from_dict(_read_json(root / "config.json"))
+        dtype = dtype or torch.float32
+        from ..runtime import lm_attention_implementation
+
+        base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
+        vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
+        model, tokenizer = internvl.load(
+            base, device=device, dtype=dtype, attn_implementation=lm_attention_implementation(device)
+        )
+        vggt = VGGT.from_pretrained(vggt_path, device=device, dtype=dtype)
+        vggt.eval().requires_grad_(False)
+
+        fusion = None
+        if config.fusion == "cgmf":
+            fusion = CGMF(config.cgmf)
+            weights = root / config.fusion_weights
+            if not weights.exists():
+                raise CheckpointError(f"{weights} missing (fusion = cgmf needs CGMF weights)")
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights))
+            try:
+                fusion.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{weights} does not match the CGMF config: {str(exc).splitlines()[0]}") from None
+            fusion.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        if config.lora:
+            from .lora import merge_lora
+
+            lora_path = resolve_component(root, config.lora, "lora", trusted_paths)
+            merge_lora(model, lora_path)
+
+        sm = cls(config, vggt, model, tokenizer, fusion)
+        sm.encoder_fingerprint = encoder_fingerprint(root, trusted_paths)
+        sm.checkpoint_id = checkpoint_id(root, trusted_paths)
+        return sm
+
+    def save_pretrained(self, out_dir: str | os.PathLike) -> None:
+        """Write a self-contained checkpoint folder (InternVL and VGGT weights included)."""
+        from safetensors.torch import save_file
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.internvl.save_pretrained(out / "internvl", safe_serialization=True)
+        self.tokenizer.save_pretrained(out / "internvl")
+        self.vggt.save_pretrained(out / "vggt")
+        config = SpaceMindConfig.from_dict(self.config.to_dict())
+        config.base, config.vggt, config.lora = "internvl", "vggt", None
+        config.versions = versions()
+        if self.fusion is not None:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
+            save_file(state, str(out / config.fusion_weights))
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.internvl.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.internvl.lm_head.weight.dtype
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return internvl.tokens_per_image(self.internvl)
+
+    def vggt_layers_to_run(self) -> tuple[int, ...]:
+        layers = tuple(self.config.vggt_layers)
+        return layers if -1 in layers else layers + (-1,)
+
+    # ---------------------------------------------------------------- encoders
+    @torch.no_grad()
+    def encode(self, clip: PreparedClip) -> EncoderOutputs:
+        """Both frozen encoders over one ordered clip."""
+        device, dtype = self.device, self.dtype
+        images = vggt_tensor(clip.vggt, device, torch.float32)  # [1, S, 3, H, W]
+        run = self.vggt_layers_to_run()
+        with _autocast(device, dtype):
+            tokens, start = self.vggt.aggregate(images, layers=run)
+            pose = self.vggt.camera_pose(tokens[run.index(-1)])
+        keep = [tokens[run.index(layer)] for layer in self.config.vggt_layers]
+        stacked = torch.stack([t[0] for t in keep])  # [L, S, P, d_s]
+        pixels = vit_tensor(clip.vit, self.config.preprocess, device, dtype)
+        feats = internvl.vision_features(self.internvl, pixels)
+        return EncoderOutputs(
+            vggt_patch=stacked[:, :, start:].to(dtype).contiguous(),
+            vggt_camera=stacked[:, :, :1].to(dtype).contiguous(),
+            internvit=feats.to(dtype).contiguous(),
+            pose_enc=pose[0].float().contiguous(),
+        )
+
+    # ---------------------------------------------------------------- fusion
+    @torch.no_grad()
+    def fuse(self, enc: EncoderOutputs) -> torch.Tensor:
+        """Encoder outputs -> the tokens placed at the image positions, [S, n, d_v]."""
+        enc = enc.to(self.device)
+        f_v = internvl.project(self.internvl, enc.internvit.to(self.dtype))
+        if self.fusion is None:
+            return f_v
+        # Several configured layers are averaged (the paper uses the last one only).
+        f_s = enc.vggt_patch.to(self.dtype).mean(dim=0)
+        f_c = enc.vggt_camera.to(self.dtype).mean(dim=0)
+        return self.fusion(f_v, f_s, f_c)
+
+    # ---------------------------------------------------------------- prompts
+    def prefix_text(self, num_frames: int) -> str:
+        p = self.config.prompt
+        block = f"{internvl.IMG_START}{internvl.IMG_CONTEXT * self.tokens_per_frame}{internvl.IMG_END}"
+        frames = "\n".join((f"Frame{i + 1}: " if p.frame_prefix else "") + block for i in range(num_frames))
+        system = f"<|im_start|>system\n{p.system_message}<|im_end|>\n" if p.system_message else ""
+        return f"{system}<|im_start|>user\n{frames}\n"
+
+    @staticmethod
+    def suffix_text(prompt: str) -> str:
+        return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+    def prefix_ids(self, num_frames: int) -> list[int]:
+        if num_frames not in self._prefix_ids:
+            ids = self.tokenizer(self.prefix_text(num_frames), add_special_tokens=False)["input_ids"]
+            self._prefix_ids[num_frames] = list(ids)
+        return self._prefix_ids[num_frames]
+
+    def suffix_ids(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(self.suffix_text(prompt), add_special_tokens=False)["input_ids"])
+
+    def prefix_embeds(self, fused: torch.Tensor) -> torch.Tensor:
+        """fused [S, n, d_v] -> the prefix's input embeddings [1, L, d_v] with image tokens placed."""
+        _, _, embed = internvl.parts(self.internvl)
+        ids = torch.tensor([self.prefix_ids(fused.shape[0])], device=self.device)
+        embeds = embed(ids)
+        mask = ids == self.internvl.config.image_token_id
+        if int(mask.sum()) != fused.shape[0] * fused.shape[1]:
+            raise CheckpointError(
+                f"prompt has {int(mask.sum())} image tokens for {fused.shape[0] * fused.shape[1]} features; "
+                "tokenizer and config disagree on image_seq_length"
+            )
+        return embeds.masked_scatter(mask[..., None], fused.to(embeds.dtype))
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def prefill(self, fused: torch.Tensor) -> generation.Prefix:
+        lm, _, _ = internvl.parts(self.internvl)
+        return generation.prefill(lm, self.prefix_embeds(fused))
+
+    @torch.no_grad()
+    def generate(self, prefix: generation.Prefix, prompts: list[str], *, max_new_tokens: int = 16) -> list[str]:
+        """Greedy answers to `prompts` (one batch) after a prefilled visual prefix."""
+        lm, head, embed = internvl.parts(self.internvl)
+        ids = generation.decode_batch(
+            lm,
+            head,
+            embed,
+            prefix,
+            [self.suffix_ids(p) for p in prompts],
+            max_new_tokens=max_new_tokens,
+            eos_ids=internvl.eos_token_ids(self.internvl, self.tokenizer),
+            pad_id=internvl.pad_token_id(self.tokenizer),
+        )
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    @torch.no_grad()
+    def answer(
+        self, clip_or_features, prompts: list[str], *, batch_size: int = 8, max_new_tokens: int = 16
+    ) -> list[str]:
+        """Answer many questions about one scene: encode (unless given features), fuse and
+        prefill once, decode in batches."""
+        enc = clip_or_features if isinstance(clip_or_features, EncoderOutputs) else self.encode(clip_or_features)
+        prefix = self.prefill(self.fuse(enc))
+        out: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            out += self.generate(prefix, prompts[i : i + batch_size], max_new_tokens=max_new_tokens)
+        return out
+
+    @torch.no_grad()
+    def answer_alone(self, enc: EncoderOutputs, prompt: str, *, max_new_tokens: int = 16) -> str:
+        """One question, no sharing, through transformers' own `generate` on the full prompt:
+        the reference the shared-prefix path must equal, and the peer-style baseline."""
+        _, _, embed = internvl.parts(self.internvl)
+        prefix = self.prefix_embeds(self.fuse(enc))
+        suffix = embed(torch.tensor([self.suffix_ids(prompt)], device=self.device))
+        embeds = torch.cat([prefix, suffix], dim=1)
+        eos = sorted(internvl.eos_token_ids(self.internvl, self.tokenizer))
+        out = self.internvl.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=eos,
+            pad_token_id=internvl.pad_token_id(self.tokenizer),
+        )
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def versions() -> dict:
+    import transformers
+
+    return {"spacemind": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def load_config(path: str | os.PathLike) -> SpaceMindConfig:
+    return SpaceMindConfig.from_dict(_read_json(Path(path) / "config.json"))
+
+
+def encoder_fingerprint(path: str | os.PathLike, trusted_paths=()) -> str:
+    """Fingerprint of what the encoders compute, from the checkpoint's files alone (no model
+    load): InternViT's and VGGT's weight bytes and the settings that shape their outputs."""
+    root = Path(path)
+    config = load_config(root)
+    base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
+    vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
+    if Path(base).exists():
+        vision = safetensors_digest(internvl_weight_files(base), VISION_PREFIXES)
+        vision_cfg = _read_json(Path(base) / "config.json")
+    else:  # hub id: the id stands for its weights
+        vision, vision_cfg = base, {}
+    vggt_files = vggt_weight_files(vggt_path)
+    if vggt_files[0].suffix == ".safetensors":
+        vggt_fp = safetensors_digest(vggt_files, VGGT_PREFIXES)
+    else:
+        vggt_fp = file_digest(vggt_files[0])
+    relevant = {
+        k: vision_cfg.get(k)
+        for k in ("vision_feature_layer", "vision_feature_select_strategy", "downsample_ratio")
+    }
+    return text_digest({"vision": vision, "vggt": vggt_fp, "vision_cfg": relevant})
+
+
+def checkpoint_id(path: str | os.PathLike, trusted_paths=()) -> str:
+    """Fingerprint of the whole model (encoders, fusion, LLM, prompt): answers made with one
+    checkpoint id are interchangeable."""
+    root = Path(path)
+    config = load_config(root)
+    parts = {"encoders": encoder_fingerprint(root, trusted_paths), "config": config.to_dict()}
+    parts["config"].pop("versions", None)
+    base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
+    if Path(base).exists():
+        parts["llm"] = [file_digest(f) for f in internvl_weight_files(base)]
+    if config.fusion == "cgmf" and (root / config.fusion_weights).exists():
+        parts["fusion"] = file_digest(root / config.fusion_weights)
+    if config.lora:
+        lora = Path(resolve_component(root, config.lora, "lora", trusted_paths))
+        parts["lora"] = [file_digest(f) for f in sorted(lora.glob("*")) if f.is_file()]
+    return text_digest(parts)
+
+
+def copy_or_link(src: Path, dst: Path) -> None:
+    """Hard-link when possible (instant, no extra disk), else copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
