@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 from .errors import SceneError
 
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"}
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -48,11 +49,17 @@ def load_rgb(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if max_side and max(img.size) > max_side and img.format == "JPEG":
-                    img.draft("RGB", (max_side, max_side))
+                    # Ask for the final size: the decoder scales by 1/2, 1/4 or 1/8 itself,
+                    # never below the size asked for (asking for max_side x max_side would
+                    # leave an 8000x6000 photo at 4000x3000, 36 MB).
+                    factor = -(-max(img.size) // max_side)
+                    img.draft("RGB", (-(-img.size[0] // factor), -(-img.size[1] // factor)))
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no full-size copy when upright
                 if max_side and max(img.size) > max_side:
                     factor = -(-max(img.size) // max_side)
+                    if img.mode not in _REDUCIBLE_MODES:  # Image.reduce refuses P, 1, I;16...
+                        img = _to_rgb(img)
                     img = img.reduce(factor)
                 img = _to_rgb(img)
                 return np.asarray(img, dtype=np.uint8).copy()

@@ -211,6 +211,10 @@ def read_questions(path: str | os.PathLike, *, require_scene: bool = True) -> Qu
             continue
         if qid is None:
             qid = f"line-{line}"
+            if qid in seen:  # an earlier row has this very id: two answers would share it
+                error = f"has no id, and its line-based id {qid!r} is taken by line {seen[qid]}; this row is skipped"
+                result.problems.append(Problem(str(path), line, None, error, row))
+                continue
         seen[qid] = line
         result.questions.append(Question(len(result.questions), qid, row, str(path), line))
     if not result.questions and not result.problems:

@@ -90,7 +90,8 @@ def _frame_files(folder: Path) -> list[Path]:
     files = [
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
     ]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    # The name breaks ties ("01.png" and "1.png" have one natural key) whatever the listing order.
+    return sorted(files, key=lambda p: (natural_key(p.name), p.name))
 
 
 def _has_frames(folder: Path) -> bool:
@@ -205,6 +206,8 @@ def resolve_scene(
         raise SceneError("question names no scene (needs `scene`, or `dataset` + `scene_name`)")
     base = os.path.realpath(root)
     target = _inside(base, rel, label, root)
+    if target == base:
+        raise SceneError(f"{label} is the scenes root itself, not a scene")
     candidates = _candidates(target)
     if dataset and scene_name and not scene:
         # VSI-Bench rows over a flat root: fall back to ROOT/<scene_name>.
@@ -212,6 +215,9 @@ def resolve_scene(
         if flat.startswith(base + os.sep):
             candidates += _candidates(flat)
     for cand in candidates:
+        # `target` is resolved, but `target + ".mp4"` may be a symlink pointing outside.
+        if os.path.lexists(cand) and not os.path.realpath(cand).startswith(base + os.sep):
+            raise SceneError(f"{label} escapes the scenes root {root}")
         if _is_video(cand):
             return _ref(Path(base), cand, "video")
         if cand.is_dir():
@@ -237,11 +243,13 @@ def sample_indices(total: int, sampling: Sampling) -> list[int]:
     else:
         points = np.linspace(0, total - 1, n)
     indices = np.round(points).astype(int).tolist()
-    # Rounding can merge neighbours when total is close to n; keep the order, drop repeats.
+    # Rounding can merge neighbours when total is close to n (paper, total == n + 1): move a
+    # repeat to the next free frame, so a clip with enough frames still gives n distinct ones.
     out: list[int] = []
-    for i in indices:
-        if not out or i != out[-1]:
-            out.append(i)
+    for k, i in enumerate(indices):
+        lo = out[-1] + 1 if out else 0
+        hi = total - (len(indices) - k)
+        out.append(min(max(i, lo), hi))
     return out
 
 
@@ -249,10 +257,18 @@ def load_clip(scene: SceneRef, sampling: Sampling) -> Clip:
     """Read the sampled frames of a scene. Raises SceneError naming the scene and reason."""
     from . import video, images
 
+    notes: list[str] = []
     if scene.kind == "video":
         total = video.count_frames(scene.path)
         indices = sample_indices(total, sampling)
         frames = video.read_frames(scene.path, indices)
+        if len(frames) < len(indices):
+            # The file ends before its header says (truncated): the frames read are the first
+            # sampled ones, so `indices` keeps matching `frames`.
+            notes.append(
+                f"video ends before its stated {total} frames; read {len(frames)} of the {len(indices)} sampled"
+            )
+            indices = indices[: len(frames)]
     elif scene.kind == "images":
         total = len(scene.images)
         indices = sample_indices(total, sampling)
@@ -267,7 +283,7 @@ def load_clip(scene: SceneRef, sampling: Sampling) -> Clip:
     if not frames:
         raise SceneError(f"{scene.describe()}: no frames could be read")
     requested = total if sampling.strategy == "all" else sampling.num_frames
-    clip = Clip(scene=scene, frames=frames, indices=indices, total_frames=total, requested=requested)
+    clip = Clip(scene=scene, frames=frames, indices=indices, total_frames=total, requested=requested, notes=notes)
     if clip.short:
         clip.notes.append(f"clip has {total} frames; used {len(frames)} of the {requested} asked for")
         log.info("%s: %s", scene.key, clip.notes[-1])
