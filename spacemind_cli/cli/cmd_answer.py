@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+from rich.table import Table
 
-from .common import handle_errors, not_built
+from ..errors import EXIT_PARTIAL
+from .common import console, err_console, handle_errors
+from .progress import job_progress
 
 HELP = (
-    "Answer a question file (JSONL/JSON/Parquet, VSI-Bench schema) over a scenes root. Each scene is "
-    "encoded once, its visual prefix prefilled once and shared by all its questions. Resumable: rerun "
-    "the same command to finish an interrupted job."
+    "Answer a question file (JSONL/JSON/Parquet, VSI-Bench schema) over a scenes root.\n\n"
+    "Each scene is encoded once (or read from --cache), fused once, its visual prefix prefilled once "
+    "and shared by all its questions, which are decoded in batches. Rows are written as they finish; "
+    "rerunning the same command resumes (use --overwrite to start over). Failed questions are listed "
+    "in OUT.errors.jsonl, a run summary in OUT.summary.json.\n\n"
+    "Annotation jobs: --template FILE asks every template question of every scene under the root and "
+    "writes a Parquet dataset folder (one row per scene x question, partitioned by dataset)."
 )
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title="spacemind answer", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("questions", f"{summary['questions']} ({summary['answered']} answered now, {summary['resumed']} resumed)")
+    table.add_row("failed", str(summary["failed"] + summary["question_problems"]))
+    table.add_row("scenes", str(summary["scenes"]))
+    cache = summary.get("cache") or {}
+    table.add_row("cache", ", ".join(f"{k} {v}" for k, v in sorted(cache.items())) or "-")
+    qps = summary.get("questions_per_s")
+    table.add_row("throughput", f"{qps:.2f} questions/s" if qps else "-")
+    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
+    for a in summary.get("actors", []):
+        mem = a.get("peak_memory_bytes")
+        mem_s = f", peak GPU memory {mem / 2**30:.2f} GiB" if mem else ""
+        table.add_row("actor", f"{a.get('device')} on node {str(a.get('node'))[:12]}: {a['questions']} questions{mem_s}")
+    table.add_row("output", summary["output"])
+    if summary.get("errors_file"):
+        table.add_row("errors", summary["errors_file"])
+    console.print(table)
 
 
 @handle_errors
@@ -21,15 +50,65 @@ def answer(
     scenes: Path = typer.Argument(..., help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ or ROOT/<dataset>/<scene>."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Question file (.jsonl, .json, .parquet)."),
     template: Optional[Path] = typer.Option(None, "--template", help="Template questions asked of every scene (annotation job)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder."),
-    output: Path = typer.Option(..., "--output", "-o", help="Answers: OUT.jsonl, OUT.parquet, or a folder for --template."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read from and fill."),
-    executor: str = typer.Option("ray", "--executor", help="ray (embedded local Ray, or --ray-address) | local (in-process, no Ray)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster instead of an embedded one."),
-    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="Model actors (one GPU each); default: every GPU, or 1 actor on CPU."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Questions decoded together per scene."),
-    max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="Generated tokens per answer (VSI-Bench uses 16)."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per scene (default: the checkpoint's, 32)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder (see `spacemind checkpoint`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Answers: OUT.jsonl or OUT.parquet; a folder with --template."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read from and fill (see `spacemind extract`)."),
+    executor: str = typer.Option("ray", "--executor", help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto')."),
+    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="GPUs to use, one model actor each (default: all in the cluster)."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors on a CPU-only cluster (default 1)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Questions of one scene decoded together."),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, help="Generated tokens per answer (VSI-Bench: 16)."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
+    sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+    trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Do not print benchmark scores at the end."),
 ):
-    not_built("answer", "issue #5")
+    from pipelines.answer import run
+
+    with job_progress("answering", "scenes") as progress:
+        summary = run(
+            scenes,
+            checkpoint=checkpoint,
+            output=output,
+            questions=str(questions) if questions else None,
+            template=str(template) if template else None,
+            cache=cache,
+            executor=executor,
+            ray_address=ray_address,
+            num_gpus=num_gpus,
+            actors=actors,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            num_frames=num_frames,
+            sampling=sampling,
+            dtype=dtype,
+            device=device,
+            overwrite=overwrite,
+            trusted_paths=tuple(str(p) for p in trust_path),
+            progress=progress,
+        )
+    print_summary(summary)
+    if summary["has_ground_truth"] and not no_eval and template is None and summary["rows_written"]:
+        _print_scores(output)
+    if summary["failed"] or summary["question_problems"]:
+        err_console.print(
+            f"[yellow]{summary['failed'] + summary['question_problems']} question(s) could not be answered; "
+            f"see {summary['errors_file']}[/]"
+        )
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_scores(output: Path) -> None:
+    from ..errors import InputError
+    from ..eval import evaluate_file, render_table
+
+    try:
+        result = evaluate_file(output)
+    except InputError as exc:  # e.g. custom question types only: nothing to score
+        err_console.print(f"[dim]no benchmark scores: {exc.message}[/]")
+        return
+    console.print(render_table(result, references=False))

@@ -2,38 +2,128 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import List, Optional
 
 import typer
+from rich.table import Table
 
-from .common import handle_errors, not_built
+from ..errors import EXIT_CACHE, InputError
+from .common import console, err_console, handle_errors
 
-app = typer.Typer(help="Inspect, verify and prune a feature cache.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, verify and prune a feature cache (Parquet files, one per scene entry; any Arrow reader opens them).",
+    no_args_is_help=True,
+)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not m:
+        raise InputError(f"--older-than {text!r}: use a number with a unit, e.g. 90m, 12h, 7d")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _open(cache: Path):
+    from ..cache import FeatureCache
+
+    if not cache.exists():
+        raise InputError(f"cache {cache} does not exist")
+    return FeatureCache(cache, create=False)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 @app.command("ls")
 @handle_errors
 def ls(cache: Path = typer.Argument(..., help="Feature cache folder.")):
-    """List entries: scene, frames, size, fingerprint."""
-    not_built("cache ls", "issue #4")
+    """List entries: scene, frames, size, encoder fingerprint, key."""
+    import datetime as dt
+
+    table = Table(title=f"cache {cache}")
+    for col in ("scene", "frames", "size", "fingerprint", "written", "key"):
+        table.add_column(col)
+    n = 0
+    for info in _open(cache).entries():
+        n += 1
+        when = dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M")
+        scene = info.scene_key or "?"
+        if info.error:
+            scene += f" [red](unreadable: {info.error})[/]"
+        table.add_row(scene, str(info.num_frames or "?"), _size(info.bytes), (info.fingerprint or "?")[:12], when, info.key)
+    console.print(table)
+    console.print(f"{n} entries")
 
 
 @app.command("info")
 @handle_errors
 def info(cache: Path = typer.Argument(..., help="Feature cache folder.")):
-    """Totals: entries, bytes, fingerprints."""
-    not_built("cache info", "issue #4")
+    """Totals: entries, bytes, encoder fingerprints, leftover temp files."""
+    stats = _open(cache).stats()
+    table = Table(title=f"cache {cache}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("schema version", str(stats["schema_version"]))
+    table.add_row("entries", str(stats["entries"]))
+    table.add_row("size", _size(stats["bytes"]))
+    if stats["entries"]:
+        table.add_row("per entry", _size(stats["bytes"] // stats["entries"]))
+    table.add_row("unreadable", str(stats["unreadable"]))
+    table.add_row("temp files", str(stats["temp_files"]))
+    for fp, d in stats["by_fingerprint"].items():
+        desc = d.get("info") or {}
+        table.add_row(f"fingerprint {fp[:12]}", f"{d['entries']} entries, {_size(d['bytes'])} {desc.get('checkpoint', '')}")
+    console.print(table)
 
 
 @app.command("verify")
 @handle_errors
 def verify(cache: Path = typer.Argument(..., help="Feature cache folder.")):
-    """Check every entry's checksums and schema; exit 4 naming bad entries."""
-    not_built("cache verify", "issue #4")
+    """Read every entry and check checksums, schema and shapes; exit 4 naming the bad ones."""
+    store = _open(cache)
+    bad = store.verify()
+    total = sum(1 for _ in store.entries())
+    if bad:
+        for path, reason in bad:
+            err_console.print(f"[red]bad[/] {path}: {reason}", highlight=False)
+        err_console.print(f"{len(bad)} of {total} entries are bad; `spacemind cache prune {cache} --bad` removes them")
+        raise typer.Exit(EXIT_CACHE)
+    console.print(f"all {total} entries verified")
 
 
 @app.command("prune")
 @handle_errors
-def prune(cache: Path = typer.Argument(..., help="Feature cache folder.")):
-    """Delete entries by age or fingerprint, or those that fail verification."""
-    not_built("cache prune", "issue #4")
+def prune(
+    cache: Path = typer.Argument(..., help="Feature cache folder."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Entries written longer ago than this (e.g. 12h, 30d)."),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Entries made with this encoder fingerprint."),
+    keep_checkpoint: List[Path] = typer.Option([], "--keep-checkpoint", help="Keep only entries these checkpoints' encoders can use (prune the rest)."),
+    bad: bool = typer.Option(False, "--bad", help="Entries that fail verification (reads every entry)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+):
+    """Delete entries by age, fingerprint, checkpoint mismatch, or failed verification."""
+    from ..models.spacemind import encoder_fingerprint
+
+    keep = {encoder_fingerprint(c) for c in keep_checkpoint} if keep_checkpoint else None
+    if not any([older_than, fingerprint, keep, bad]):
+        raise InputError("say what to prune: --older-than, --fingerprint, --keep-checkpoint or --bad")
+    removed = _open(cache).prune(
+        older_than=parse_age(older_than) if older_than else None,
+        fingerprint=fingerprint,
+        fingerprint_not_in=keep,
+        bad=bad,
+        dry_run=dry_run,
+    )
+    verb = "would remove" if dry_run else "removed"
+    for info in removed:
+        console.print(f"{verb} {info.scene_key or '?'} {info.path}")
+    console.print(f"{verb} {len(removed)} entries ({_size(sum(i.bytes for i in removed))})")

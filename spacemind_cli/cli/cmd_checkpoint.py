@@ -1,14 +1,23 @@
-"""`spacemind checkpoint tiny|inspect|assemble`."""
+"""`spacemind checkpoint tiny|assemble|inspect`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.table import Table
 
-from .common import handle_errors, not_built
+from ..errors import InputError
+from .common import console, handle_errors
 
-app = typer.Typer(help="Make, assemble and inspect SpaceMind checkpoints.", no_args_is_help=True)
+app = typer.Typer(
+    help=(
+        "Make, assemble and inspect SpaceMind checkpoints. A checkpoint is one folder: config.json, "
+        "fusion.safetensors (CGMF), internvl/ (HF-format InternVL3), vggt/ (VGGT-1B), optional lora/."
+    ),
+    no_args_is_help=True,
+)
 
 
 @app.command("tiny")
@@ -16,13 +25,58 @@ app = typer.Typer(help="Make, assemble and inspect SpaceMind checkpoints.", no_a
 def tiny(
     out_dir: Path = typer.Argument(..., help="Folder to write the checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the weights."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing checkpoint folder."),
 ):
-    """Write a complete tiny random-weight checkpoint (real architectures, tiny sizes) for tests and demos."""
-    not_built("checkpoint tiny", "issue #3")
+    """Write a complete tiny random-weight checkpoint (real architectures at toy sizes): runs the
+    whole pipeline on a CPU in seconds. Answers are noise; use it for tests and demos."""
+    from ..models.tiny import write_tiny_checkpoint
+
+    if (out_dir / "config.json").exists() and not force:
+        raise InputError(f"{out_dir} already holds a checkpoint; pass --force to overwrite it")
+    write_tiny_checkpoint(out_dir, seed=seed)
+    console.print(f"tiny checkpoint written to {out_dir}")
+
+
+@app.command("assemble")
+@handle_errors
+def assemble(
+    out_dir: Path = typer.Argument(..., help="Folder to write the checkpoint to."),
+    base: Path = typer.Option(..., "--base", help="HF-format InternVL3 folder (e.g. InternVL3-8B-hf)."),
+    vggt: Path = typer.Option(..., "--vggt", help="VGGT-1B folder (model.safetensors or model.pt) or weight file."),
+    fusion_weights: Optional[Path] = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="PEFT LoRA adapter folder for the LLM."),
+    fusion: str = typer.Option("cgmf", "--fusion", help="cgmf | none (plain InternVL baseline)."),
+    num_frames: int = typer.Option(32, "--num-frames", help="Default frames per scene."),
+):
+    """Build a checkpoint from an InternVL3 folder and a VGGT-1B folder (weights hard-linked when possible)."""
+    from ..models.checkpoint_tools import assemble as do_assemble
+
+    path = do_assemble(
+        out_dir, base=base, vggt=vggt, fusion_weights=fusion_weights, lora=lora, fusion=fusion, num_frames=num_frames
+    )
+    console.print(f"checkpoint assembled in {path}")
 
 
 @app.command("inspect")
 @handle_errors
 def inspect(ckpt_dir: Path = typer.Argument(..., help="Checkpoint folder.")):
-    """Show components, parameter counts, dtypes and missing weights."""
-    not_built("checkpoint inspect", "issue #3")
+    """Show components, parameter counts, dtypes, settings, fingerprints and missing weights (no weights loaded)."""
+    from ..models.checkpoint_tools import inspect as do_inspect
+
+    report = do_inspect(ckpt_dir)
+    table = Table(title=f"checkpoint {ckpt_dir}")
+    for col in ("component", "parameters", "dtypes", "source"):
+        table.add_column(col)
+    for comp in report.get("components", []):
+        table.add_row(comp["name"], f"{comp.get('parameters', 0):,}", ", ".join(comp.get("dtypes", [])), str(comp.get("source", "")))
+    console.print(table)
+    settings = Table(show_header=False, title="settings")
+    settings.add_column("what", style="bold")
+    settings.add_column("value")
+    for k, v in report.get("config", {}).items():
+        settings.add_row(k, str(v))
+    for k, v in report.get("fingerprints", {}).items():
+        settings.add_row(k, str(v))
+    console.print(settings)
+    for missing in report.get("missing", []):
+        console.print(f"[yellow]missing:[/] {missing}")

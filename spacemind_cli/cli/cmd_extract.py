@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+from rich.table import Table
 
-from .common import handle_errors, not_built
+from ..errors import EXIT_PARTIAL
+from .common import console, err_console, handle_errors
+from .progress import job_progress
 
 HELP = (
     "Encode scenes once with the frozen encoders (VGGT + InternViT) into a feature cache that "
-    "[cyan]answer[/] reuses. An identical run skips scenes already cached."
+    "`spacemind answer --cache` reuses.\n\n"
+    "Entries are keyed by the scene's content, frame sampling, preprocessing, encoder weights, dtype "
+    "and VGGT layers: an identical run skips cached scenes, a changed setting never gets a stale entry. "
+    "Scenes that cannot be read are listed in CACHE/extract.errors.jsonl."
 )
 
 
@@ -21,12 +27,48 @@ def extract(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder."),
     cache: Path = typer.Option(..., "--cache", help="Feature cache folder (created if missing)."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Only the scenes this question file uses."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", help="Frames per scene (default: the checkpoint's, 32)."),
-    sampling: Optional[str] = typer.Option(None, "--sampling", help="paper | uniform | all (default: the checkpoint's)."),
-    executor: str = typer.Option("ray", "--executor", help="ray (embedded local Ray, or --ray-address) | local (in-process, no Ray)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster instead of an embedded one."),
-    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="Encoder actors (one GPU each); default: every GPU, or 1 actor on CPU."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Scenes per encoder call."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (default: cuda when available)."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
+    sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
+    executor: str = typer.Option("ray", "--executor", help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto')."),
+    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="GPUs to use, one encoder actor each (default: all in the cluster)."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Encoder actors on a CPU-only cluster (default 1)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes per encoder call (VGGT encodes one clip at a time; kept for symmetry)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
+    trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
 ):
-    not_built("extract", "issue #4")
+    from pipelines.extract import run
+
+    with job_progress("encoding", "scenes") as progress:
+        summary = run(
+            scenes,
+            checkpoint=checkpoint,
+            cache=cache,
+            questions=str(questions) if questions else None,
+            executor=executor,
+            ray_address=ray_address,
+            num_gpus=num_gpus,
+            actors=actors,
+            num_frames=num_frames,
+            sampling=sampling,
+            dtype=dtype,
+            device=device,
+            trusted_paths=tuple(str(p) for p in trust_path),
+            progress=progress,
+        )
+    table = Table(title="spacemind extract", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key in ("scenes", "encoded", "cached", "failed"):
+        table.add_row(key, str(summary[key]))
+    rate = summary.get("scenes_per_s")
+    table.add_row("throughput", f"{rate:.2f} scenes/s" if rate else "-")
+    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
+    table.add_row("cache", summary["cache"])
+    if summary.get("errors_file"):
+        table.add_row("errors", summary["errors_file"])
+    console.print(table)
+    if summary["failed"] or summary["question_problems"]:
+        err_console.print(f"[yellow]{summary['failed']} scene(s) failed; see {summary['errors_file']}[/]")
+        raise typer.Exit(EXIT_PARTIAL)

@@ -11,12 +11,21 @@ from rich.console import Console
 
 from ..errors import EXIT_INTERRUPTED, SpacemindError, NotBuiltError
 
-console = Console()  # results (stdout)
-err_console = Console(stderr=True)  # messages, errors, progress
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    if not c.is_terminal:
+        # Piped or redirected: rich would wrap tables at 80 columns; keep them readable.
+        c = Console(stderr=stderr, width=160)
+    return c
+
+
+console = _console()  # results (stdout)
+err_console = _console(stderr=True)  # messages, errors, progress
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else (logging.INFO if verbose <= 0 else logging.DEBUG)
+    """Warnings by default; -v info; -vv debug; --quiet errors only."""
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     root = logging.getLogger()
     if not any(getattr(h, "_spacemind", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)

@@ -46,7 +46,7 @@ def main(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
 ):
-    setup_logging(verbose + 1 if verbose else 0, quiet)
+    setup_logging(verbose, quiet)
 
 
 def _register():

@@ -1,0 +1,90 @@
+"""The extract job: encode scenes once into the feature cache, on any executor."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+from ..questions import read_questions
+from ..scenes import check_root, discover_scenes
+from .output import ErrorLog, atomic_write_text
+from .plan import plan_extract, scenes_of_questions
+from .settings import JobSettings
+
+ERRORS_FILE = "extract.errors.jsonl"
+SUMMARY_FILE = "extract.summary.json"
+
+
+def run_extract(
+    scenes_root: str | Path,
+    *,
+    settings: JobSettings,
+    executor,
+    questions: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    if not settings.cache:
+        raise InputError("extract needs --cache DIR")
+    from ..cache import FeatureCache
+
+    cache = FeatureCache(settings.cache, create=True)  # fails early on a bad or read-only cache
+    t_start = time.perf_counter()
+    root = check_root(scenes_root)
+    failures = []
+    problems = []
+    if questions:
+        qset = read_questions(questions)
+        problems = qset.problems
+        scenes, failures = scenes_of_questions(root, qset)
+    else:
+        scenes = discover_scenes(root)
+        if not scenes:
+            raise InputError(f"no scenes under {root} (videos {', '.join(('.mp4', '.mov', '.mkv', '.avi', '.webm'))} or frame folders)")
+    plan = plan_extract(scenes)
+    errors = ErrorLog(Path(cache.root) / ERRORS_FILE)
+    for p in problems:
+        errors.add(p.to_record("questions"))
+    for q, reason in failures:
+        errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+
+    status = Counter()
+    actors: dict[str, dict] = {}
+    t_work = time.perf_counter()
+
+    def on_result(result: dict) -> None:
+        status[result.get("status")] += 1
+        actor = result.get("actor") or {}
+        a = actors.setdefault(f"{actor.get('node')}:{actor.get('pid')}", {"node": actor.get("node"), "pid": actor.get("pid"), "items": 0})
+        a["items"] += 1
+        a["peak_memory_bytes"] = actor.get("peak_memory")
+        if result.get("status") == "failed":
+            errors.add({"stage": "scene", "scene": result["item_id"], "error": result.get("error")})
+        if progress:
+            progress({"done": sum(status.values()), "total": len(plan.items), "scene": result["item_id"],
+                      "encoded": status["ok"], "cached": status["cached"], "failed": status["failed"]})
+
+    try:
+        info = executor.run(plan.items, on_result, settings, "extract") if plan.items else {"executor": executor.name}
+    finally:
+        errors.close()
+    work_s = time.perf_counter() - t_work
+    summary = {
+        "cache": str(cache.root),
+        "executor": info.get("executor"),
+        "scenes": len(plan.items),
+        "encoded": status["ok"],
+        "cached": status["cached"],
+        "failed": status["failed"] + len(failures),
+        "question_problems": len(problems),
+        "errors_file": str(errors.path) if errors.count else None,
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+        "scenes_per_s": round(len(plan.items) / work_s, 3) if work_s > 0 and plan.items else None,
+        "actors": list(actors.values()),
+        "encoder_fingerprint": settings.encoder_fingerprint,
+    }
+    atomic_write_text(Path(cache.root) / SUMMARY_FILE, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+    return summary

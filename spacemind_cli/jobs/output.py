@@ -1,0 +1,313 @@
+"""Answer output: rows written as they finish, resumable, merged in question-file order.
+
+    OUT.jsonl                  the answers, in question-file order (JSONL, or Parquet for .parquet)
+    OUT.jsonl.parts/           resumable state: shard-*.jsonl, each written atomically and sorted
+    OUT.jsonl.errors.jsonl     questions that could not be answered in the last run, with reasons
+    OUT.jsonl.summary.json     the last run's summary
+
+Each shard line is {"i": index in the question file, "q": question digest, "r": run key,
+"row": output row}. A rerun keeps the rows whose question digest and run key still match
+(same question, same checkpoint and settings) and asks the rest. A kill -9 loses at most the
+shards not yet renamed into place, i.e. the batch in flight. Memory stays flat: shards are
+streamed and merged with a heap, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import InputError, resource_error
+from ..fingerprint import text_digest
+
+log = logging.getLogger(__name__)
+
+SHARD_GLOB = "shard-*.jsonl"
+_COMPACT_AT = 64  # shards; beyond this, merge them into one
+
+
+def question_digest(row: dict) -> str:
+    return text_digest(row)[:16]
+
+
+def atomic_write_text(path: Path, write) -> None:
+    """write(fh) into a temp file beside `path`, fsync, rename. Raises ResourceError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _silent_unlink(tmp)
+        raise resource_error(exc, path) from exc
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+
+
+def _silent_unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def output_paths(output: Path) -> dict[str, Path]:
+    return {
+        "parts": output.with_name(output.name + ".parts"),
+        "errors": output.with_name(output.name + ".errors.jsonl"),
+        "summary": output.with_name(output.name + ".summary.json"),
+    }
+
+
+class AnswerStore:
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        run_key: str,
+        *,
+        overwrite: bool = False,
+        errors_path: Path | None = None,
+        summary_path: Path | None = None,
+    ):
+        self.output = Path(output)
+        paths = output_paths(self.output)
+        self.parts = paths["parts"]
+        self.errors_path = errors_path or paths["errors"]
+        self.summary_path = summary_path or paths["summary"]
+        self.run_key = run_key
+        if self.output.exists() and self.output.is_dir():
+            raise InputError(f"--output {self.output} is a directory; give a .jsonl or .parquet file")
+        if self.output.suffix.lower() not in (".jsonl", ".parquet"):
+            raise InputError(f"--output {self.output}: use a .jsonl or .parquet file name")
+        if overwrite:
+            shutil.rmtree(self.parts, ignore_errors=True)
+            for p in (self.output, self.errors_path, self.summary_path):
+                _silent_unlink(p)
+        self._prepare_dir()
+
+    def _prepare_dir(self) -> None:
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+            probe = self.parts / f".probe-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise resource_error(exc, self.parts) from exc
+        for stale in self.parts.glob(".*.tmp"):  # left by a crash mid-write
+            _silent_unlink(stale)
+
+    # ------------------------------------------------------------ reading back
+    def _shards(self) -> list[Path]:
+        return sorted(self.parts.glob(SHARD_GLOB))
+
+    @staticmethod
+    def _read_shard(path: Path) -> Iterator[dict]:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    # Shards are renamed into place whole, so this is outside damage: skip the
+                    # line, its question is simply asked again.
+                    log.warning("skipping a damaged line in %s", path)
+
+    def _merged(self) -> Iterator[dict]:
+        """All shard records, ordered by question index, duplicates dropped."""
+        streams = [self._read_shard(p) for p in self._shards()]
+        last = None
+        for rec in heapq.merge(*streams, key=lambda r: r["i"]):
+            if rec["i"] == last:
+                continue
+            last = rec["i"]
+            yield rec
+
+    def completed(self, digests: list[str]) -> set[int]:
+        """Indices whose stored answer is still valid for this question file and run key."""
+        done = set()
+        for rec in self._merged():
+            i = rec["i"]
+            if rec.get("r") == self.run_key and 0 <= i < len(digests) and digests[i] == rec.get("q"):
+                done.add(i)
+        return done
+
+    # ------------------------------------------------------------ writing
+    def write(self, records: list[tuple[int, str, dict]]) -> None:
+        """Persist (index, question digest, row) records as one new shard."""
+        if not records:
+            return
+        records = sorted(records, key=lambda r: r[0])
+        name = f"shard-{uuid.uuid4().hex}.jsonl"
+
+        def dump(fh):
+            for i, q, row in records:
+                fh.write(json.dumps({"i": i, "q": q, "r": self.run_key, "row": row}, ensure_ascii=False) + "\n")
+
+        atomic_write_text(self.parts / name, dump)
+        if len(self._shards()) > _COMPACT_AT:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge every shard into one (crash-safe: the merged shard lands before the old go)."""
+        old = self._shards()
+        if len(old) <= 1:
+            return
+        name = f"shard-{uuid.uuid4().hex}.jsonl"
+
+        def dump(fh):
+            for rec in self._merged():
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        atomic_write_text(self.parts / name, dump)
+        for p in old:
+            _silent_unlink(p)
+
+    def rows(self, digests: list[str]) -> Iterator[dict]:
+        """The valid answer rows, in question-file order."""
+        for rec in self._merged():
+            i = rec["i"]
+            if rec.get("r") == self.run_key and 0 <= i < len(digests) and digests[i] == rec.get("q"):
+                yield rec["row"]
+
+    def finalize(self, digests: list[str]) -> int:
+        """Write the output file from the shards; returns the number of rows."""
+        self.compact()
+        if self.output.suffix.lower() == ".parquet":
+            return write_parquet(self.output, lambda: self.rows(digests))
+        count = 0
+
+        def dump(fh):
+            nonlocal count
+            for row in self.rows(digests):
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+
+        atomic_write_text(self.output, dump)
+        return count
+
+
+def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
+    """Stream rows into one Parquet file: a first pass settles a schema every row fits (mixed
+    types are widened), the second writes. Rows are never all in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def batches() -> Iterator[list[dict]]:
+        buf = []
+        for row in rows_factory():
+            buf.append(row)
+            if len(buf) >= batch_rows:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    schema = None
+    for buf in batches():
+        s = _infer_schema(buf)
+        schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+    if schema is None:
+        schema = pa.schema([])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    count = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for buf in batches():
+                writer.write_table(_to_table(buf, schema))
+                count += len(buf)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _silent_unlink(tmp)
+        raise resource_error(exc, path) from exc
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+    return count
+
+
+def _jsonable_cell(value):
+    # Columns that mix types (a ground truth that is sometimes a number) become text.
+    return value if isinstance(value, str) or value is None else json.dumps(value)
+
+
+def _infer_schema(rows: list[dict]):
+    import pyarrow as pa
+
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    fields = []
+    for k in keys:
+        col = [r.get(k) for r in rows]
+        try:
+            arr = pa.array(col)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arr = pa.array([_jsonable_cell(v) for v in col], type=pa.string())
+        fields.append(pa.field(k, arr.type))
+    return pa.schema(fields)
+
+
+def _to_table(rows: list[dict], schema):
+    import pyarrow as pa
+
+    cols = {}
+    for f in schema:
+        col = [r.get(f.name) for r in rows]
+        try:
+            cols[f.name] = pa.array(col, type=f.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+                cols[f.name] = pa.array([_jsonable_cell(v) for v in col], type=f.type)
+            else:
+                raise
+    return pa.table(cols, schema=schema)
+
+
+class ErrorLog:
+    """*.errors.jsonl: one line per question (or scene) that failed, streamed to disk and put in
+    place atomically when the run ends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8")
+        self.count = 0
+
+    def add(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+            if self.count:
+                os.replace(self._tmp, self.path)
+            else:
+                _silent_unlink(self._tmp)
+                _silent_unlink(self.path)
+        except OSError as exc:
+            raise resource_error(exc, self.path) from exc
+
+
+def iter_jsonl(path: Path) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

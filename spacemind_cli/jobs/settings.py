@@ -1,0 +1,106 @@
+"""Settings a job hands to its stages (picklable: Ray ships them to every worker)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+from ..errors import InputError
+from ..fingerprint import text_digest
+from ..scenes import Sampling
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    checkpoint: str
+    encoder_fingerprint: str
+    checkpoint_id: str
+    preprocess: dict  # PreprocessConfig.to_dict() of the checkpoint
+    vggt_layers: tuple[int, ...]
+    num_frames: int = 32
+    sampling: str = "paper"
+    dtype: str = "fp32"  # resolved: bf16 | fp16 | fp32 (the driver decides, so keys match)
+    device: str | None = None  # None: cuda when the worker has one, else cpu
+    trusted_paths: tuple[str, ...] = ()
+    cache: str | None = None
+    write_cache: bool = True
+    batch_size: int = 8
+    max_new_tokens: int = 16
+    max_questions_per_item: int = 64
+    # CPU float results depend on torch's thread count (reduction order); the driver fixes it so
+    # that Ray actors and the local executor compute the same bits.
+    cpu_threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def frame_sampling(self) -> Sampling:
+        return Sampling(self.num_frames, self.sampling)
+
+    def feature_key(self, scene_digest: str) -> str:
+        """The cache key of a scene's encoder features: everything that shapes them."""
+        return text_digest(
+            {
+                "scene": scene_digest,
+                "sampling": self.frame_sampling.to_dict(),
+                "preprocess": self.preprocess,
+                "encoders": self.encoder_fingerprint,
+                "dtype": self.dtype,
+                "layers": list(self.vggt_layers),
+            }
+        )
+
+    def run_key(self) -> str:
+        """Answers made under equal run keys are interchangeable (resume reuses them)."""
+        return text_digest(
+            {
+                "checkpoint": self.checkpoint_id,
+                "sampling": self.frame_sampling.to_dict(),
+                "dtype": self.dtype,
+                "max_new_tokens": self.max_new_tokens,
+            }
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_settings(
+    checkpoint: str | os.PathLike,
+    *,
+    num_frames: int | None = None,
+    sampling: str | None = None,
+    dtype: str = "auto",
+    use_gpu: bool = False,
+    trusted_paths=(),
+    **kwargs,
+) -> JobSettings:
+    """Read what the job needs from the checkpoint's files (no model load)."""
+    from ..models.spacemind import checkpoint_id, encoder_fingerprint, load_config
+
+    config = load_config(checkpoint)
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        dtype = "bf16" if use_gpu else "fp32"
+    trusted = tuple(str(p) for p in trusted_paths)
+    settings = JobSettings(
+        checkpoint=str(os.path.abspath(checkpoint)),
+        encoder_fingerprint=encoder_fingerprint(checkpoint, trusted),
+        checkpoint_id=checkpoint_id(checkpoint, trusted),
+        preprocess=config.preprocess.to_dict(),
+        vggt_layers=tuple(config.vggt_layers),
+        num_frames=num_frames or config.num_frames,
+        sampling=sampling or config.sampling,
+        dtype=dtype,
+        trusted_paths=trusted,
+        cpu_threads=kwargs.pop("cpu_threads", None) or os.cpu_count() or 1,
+        **kwargs,
+    )
+    settings.frame_sampling  # validates
+    return settings
+
+
+def with_updates(settings: JobSettings, **changes) -> JobSettings:
+    return replace(settings, **changes)

@@ -1,0 +1,120 @@
+"""The Ray Data pipelines: same answers as the local executor, actor faults, a real 2-node cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pipelines.answer import run as run_answer
+from pipelines.extract import run as run_extract
+
+pytestmark = pytest.mark.ray
+
+VOLATILE = ("timing", "cache")
+
+
+def rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def local_answers(tiny_ckpt, examples, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "a.jsonl"
+    run_answer(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
+               executor="local")
+    return out
+
+
+def _kill_model_actor_once():
+    """Progress callback that SIGKILLs the Ray model actor the first time a result arrives."""
+    state = {"killed": None}
+
+    def callback(event):
+        if state["killed"] is None:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if "ModelStage" in cmd and proc.info["pid"] != os.getpid():
+                    proc.kill()
+                    state["killed"] = proc.info["pid"]
+                    break
+            else:
+                state["killed"] = 0
+    return callback, state
+
+
+def test_ray_answers_equal_local_and_survive_a_killed_actor(tiny_ckpt, examples, local_answers, tmp_path):
+    out = tmp_path / "ray.jsonl"
+    cache = tmp_path / "cache"
+    callback, state = _kill_model_actor_once()
+    summary = run_answer(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
+                         executor="ray", cache=cache, progress=callback)
+    assert state["killed"], "no model actor process was found to kill"
+    assert summary["answered"] == 68 and summary["failed"] == 0
+    assert rows(out) == rows(local_answers)
+    assert len({a["pid"] for a in summary["actors"]}) == 2  # the restarted actor took over
+
+
+def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples, tmp_path):
+    ray_cache, local_cache = tmp_path / "ray", tmp_path / "local"
+    callback, state = _kill_model_actor_once()
+    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", progress=callback)
+    s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local")
+    assert s_ray["encoded"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
+    ray_files = {p.name: p.read_bytes() for p in ray_cache.glob("entries/*/*.parquet")}
+    local_files = {p.name: p.read_bytes() for p in local_cache.glob("entries/*/*.parquet")}
+    assert ray_files.keys() == local_files.keys() and len(ray_files) == 4
+    assert ray_files == local_files  # byte-identical entries for identical inputs
+
+    again = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray")
+    assert again["encoded"] == 0 and again["cached"] == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.mark.slow
+def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    head = subprocess.run([_ray_cli(), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert head.returncode == 0, head.stderr
+    try:
+        worker = subprocess.run([_ray_cli(), "start", f"--address=127.0.0.1:{port}", *common],
+                                capture_output=True, text=True, env=env, timeout=180)
+        assert worker.returncode == 0, worker.stderr
+        out = tmp_path / "cluster.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "spacemind_cli", "answer", str(examples / "videos"),
+             "--questions", str(examples / "questions.jsonl"), "--checkpoint", str(tiny_ckpt),
+             "--output", str(out), "--ray-address", f"127.0.0.1:{port}", "--actors", "2"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+        nodes = {a["node"] for a in summary["actors"] if a["questions"]}
+        assert len(nodes) == 2, summary["actors"]  # work ran on both nodes
+        assert rows(out) == rows(local_answers)
+    finally:
+        subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        time.sleep(1)
+    leftover = [p for p in psutil.process_iter(["cmdline"]) if f"--gcs-address=127.0.0.1:{port}" in " ".join(p.info["cmdline"] or [])]
+    assert not leftover  # the cluster this test started is gone
