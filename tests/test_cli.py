@@ -1,0 +1,145 @@
+"""The `spacemind` command line: every command exists, teaches, and maps outcomes to exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spacemind_cli import __version__
+from spacemind_cli.cli.main import app
+
+runner = CliRunner()
+
+
+def cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spacemind_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_lists_every_command_and_exit_codes():
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for command in ("extract", "answer", "eval", "doctor", "checkpoint", "cache"):
+        assert command in result.output
+    assert "Exit codes" in result.output
+    for group, subs in (("checkpoint", ("tiny", "inspect", "assemble")), ("cache", ("ls", "info", "verify", "prune"))):
+        sub = runner.invoke(app, [group, "--help"], env={"COLUMNS": "200"})
+        assert sub.exit_code == 0
+        for name in subs:
+            assert name in sub.output
+    answer_help = runner.invoke(app, ["answer", "--help"], env={"COLUMNS": "200"})
+    for option in ("--questions", "--checkpoint", "--output", "--cache", "--executor", "--ray-address", "--batch-size",
+                   "--max-new-tokens", "--num-frames", "--template", "--overwrite"):
+        assert option in answer_help.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_doctor_reports_versions_devices_attention_and_ray():
+    proc = cli("doctor")
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("torch", "transformers", "CUDA devices", "attention", "sdpa", "ray"):
+        assert needle in proc.stdout
+
+
+def test_checkpoint_tiny_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "ck"
+    assert cli("checkpoint", "tiny", out, "--seed", "3").returncode == 0
+    assert (out / "config.json").exists() and (out / "fusion.safetensors").exists()
+    again = cli("checkpoint", "tiny", out)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert cli("checkpoint", "tiny", out, "--force").returncode == 0
+
+
+def test_missing_scenes_root_is_a_one_line_usage_error(tiny_ckpt, examples, tmp_path):
+    proc = cli("answer", tmp_path / "nope", "--questions", examples / "questions.jsonl", "--checkpoint", tiny_ckpt,
+               "--output", tmp_path / "a.jsonl", "--executor", "local")
+    assert proc.returncode == 2
+    assert "nope" in proc.stderr and "does not exist" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_extract_only_the_scenes_a_question_file_uses_then_cache_commands(tiny_ckpt, examples, tmp_path):
+    questions = [json.loads(line) for line in (examples / "questions.jsonl").read_text().splitlines()]
+    subset = tmp_path / "q.jsonl"
+    subset.write_text("".join(json.dumps(q) + "\n" for q in questions if q["scene_name"] in ("room_0001", "room_0003")))
+    cache = tmp_path / "cache"
+    proc = cli("extract", examples / "videos", "--checkpoint", tiny_ckpt, "--cache", cache, "--questions", subset,
+               "--executor", "local")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((cache / "extract.summary.json").read_text())
+    assert summary["scenes"] == 2 and summary["encoded"] == 2
+
+    again = cli("extract", examples / "videos", "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local")
+    summary = json.loads((cache / "extract.summary.json").read_text())
+    assert again.returncode == 0 and summary["encoded"] == 2 and summary["cached"] == 2
+
+    ls = cli("cache", "ls", cache)
+    assert ls.returncode == 0 and "4 entries" in ls.stdout
+    for scene in ("room_0000", "room_0001", "room_0002", "room_0003"):
+        assert scene in ls.stdout
+    info = cli("cache", "info", cache)
+    assert info.returncode == 0 and "entries" in info.stdout
+
+    assert cli("cache", "verify", cache).returncode == 0
+    victim = sorted(cache.glob("entries/*/*.parquet"))[1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    victim.write_bytes(bytes(data))
+    bad = cli("cache", "verify", cache)
+    assert bad.returncode == 4
+    assert victim.name in bad.stderr
+
+    dry = cli("cache", "prune", cache, "--bad", "--dry-run")
+    assert dry.returncode == 0 and "would remove 1 entries" in dry.stdout and victim.exists()
+    pruned = cli("cache", "prune", cache, "--bad")
+    assert pruned.returncode == 0 and not victim.exists()
+    assert cli("cache", "verify", cache).returncode == 0
+    assert cli("cache", "prune", cache).returncode == 2  # no criterion given
+
+
+def test_cache_prune_keeps_only_what_a_checkpoint_can_use(tiny_ckpt, examples, tmp_path):
+    cache = tmp_path / "cache"
+    other = tmp_path / "other"
+    assert cli("checkpoint", "tiny", other, "--seed", "7").returncode == 0
+    assert cli("extract", examples / "videos", "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local").returncode == 0
+    assert cli("extract", examples / "videos", "--checkpoint", other, "--cache", cache, "--executor", "local").returncode == 0
+    assert len(list(cache.glob("entries/*/*.parquet"))) == 8  # other weights: other keys, never shared
+    proc = cli("cache", "prune", cache, "--keep-checkpoint", tiny_ckpt)
+    assert proc.returncode == 0 and "removed 4 entries" in proc.stdout
+    assert len(list(cache.glob("entries/*/*.parquet"))) == 4
+
+
+def test_eval_writes_json_markdown_and_a_png(examples, tmp_path):
+    from PIL import Image
+
+    rows = [json.loads(line) for line in (examples / "questions.jsonl").read_text().splitlines()]
+    for r in rows:  # a perfect run
+        r["prediction"] = r["ground_truth"]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out_json, out_md, out_png = tmp_path / "s.json", tmp_path / "s.md", tmp_path / "s.png"
+    proc = cli("eval", answers, "--json", out_json, "--markdown", out_md, "--plot", out_png)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(out_json.read_text())
+    assert scores["scores"]["overall"] == pytest.approx(100.0)
+    assert scores["scores"]["object_counting_MRA:.5:.95:.05"] == pytest.approx(100.0)
+    assert "Obj. Count" in out_md.read_text() or "Count" in out_md.read_text()
+    with Image.open(out_png) as img:
+        assert img.size[0] > 600 and img.size[1] > 300
+
+
+def test_eval_of_a_broken_file_names_the_line(tmp_path):
+    bad = tmp_path / "answers.jsonl"
+    bad.write_text('{"question_type": "object_counting", "ground_truth": "2", "prediction": "2"}\n{not json\n')
+    proc = cli("eval", bad)
+    assert proc.returncode == 2
+    assert "answers.jsonl:2" in proc.stderr
