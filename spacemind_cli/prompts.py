@@ -10,23 +10,15 @@ its options listed when it has some.
 
 from __future__ import annotations
 
+from .eval.vsibench import MCA_QUESTION_TYPES, NA_QUESTION_TYPES
+
 VSI_PRE_PROMPT = "These are frames of a video."
 NUMERIC_POST_PROMPT = "Please answer the question using a single word or phrase."
 CHOICE_POST_PROMPT = "Answer with the option's letter from the given choices directly."
 
-VSI_NUMERIC_TYPES = frozenset(
-    {"object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation"}
-)
-VSI_CHOICE_TYPES = frozenset(
-    {
-        "object_rel_distance",
-        "object_rel_direction_easy",
-        "object_rel_direction_medium",
-        "object_rel_direction_hard",
-        "route_planning",
-        "obj_appearance_order",
-    }
-)
+# One list of VSI-Bench's question types, the scorer's: prompts and scores must agree on it.
+VSI_NUMERIC_TYPES = frozenset(NA_QUESTION_TYPES)
+VSI_CHOICE_TYPES = frozenset(MCA_QUESTION_TYPES)
 VSI_TYPES = VSI_NUMERIC_TYPES | VSI_CHOICE_TYPES
 
 
