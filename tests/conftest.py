@@ -24,3 +24,20 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def examples() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def ckpt(tiny_ckpt) -> Path:
+    return tiny_ckpt
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Toy-sized matrices gain nothing from threads, and on a busy 2-core machine OpenMP's
+    spin-waiting made the model tests ~10x slower. Restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -36,6 +36,7 @@ def lm_forward(lm: nn.Module, inputs_embeds, cache, attention_mask=None, positio
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=True,
+        return_dict=True,  # a config with return_dict=False would make it a tuple
         **{_cache_kwarg(lm): cache},
     )
     return out.last_hidden_state
@@ -71,6 +72,8 @@ def decode_batch(
     (without the EOS token)."""
     device = lm_head.weight.device
     b = len(suffixes)
+    if max_new_tokens <= 0:
+        return [[] for _ in suffixes]
     width = max(len(s) for s in suffixes)
     ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
     suffix_mask = torch.zeros((b, width), dtype=torch.long, device=device)

@@ -94,13 +94,18 @@ def project(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """transformers' own projected image features, whatever the installed version returns."""
-    out = model.get_image_features(pixel_values=pixel_values)
+    # return_dict=True: with a config saying return_dict=False, 5.x would return a tuple.
+    out = model.get_image_features(pixel_values=pixel_values, return_dict=True)
     if isinstance(out, torch.Tensor):  # transformers 4.x
         return out
     if getattr(out, "pooler_output", None) is not None:  # 5.x
         return out.pooler_output
     if isinstance(out, (tuple, list)):
-        return out[0]
+        # BaseModelOutputWithPooling.to_tuple(): (last_hidden_state, pooler_output, ...); the
+        # projected features are the pooler output, never the vision tower's last hidden state.
+        if len(out) < 2:
+            raise TypeError("get_image_features returned a 1-tuple without the projected features")
+        return out[1]
     raise TypeError(f"unexpected get_image_features output {type(out).__name__}")
 
 

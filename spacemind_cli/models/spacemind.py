@@ -75,16 +75,25 @@ class SpaceMindConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpaceMindConfig":
-        if d.get("type") != CONFIG_TYPE:
-            raise CheckpointError(f"config type is {d.get('type')!r}, expected {CONFIG_TYPE!r}")
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+        if not isinstance(d, dict) or d.get("type") != CONFIG_TYPE:
+            got = d.get("type") if isinstance(d, dict) else type(d).__name__
+            raise CheckpointError(f"config type is {got!r}, expected {CONFIG_TYPE!r}")
+        try:
+            version = int(d.get("format_version", 0))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"config format_version {d.get('format_version')!r} is not an integer") from None
+        if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint format {d.get('format_version')} is newer than this spacemind ({FORMAT_VERSION}); upgrade"
             )
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["cgmf"] = CGMFConfig.from_dict(known.get("cgmf", {}))
-        known["preprocess"] = PreprocessConfig.from_dict(known.get("preprocess", {}))
-        known["prompt"] = PromptConfig(**known.get("prompt", {}))
+        try:
+            known["cgmf"] = CGMFConfig.from_dict(known.get("cgmf", {}))
+            known["preprocess"] = PreprocessConfig.from_dict(known.get("preprocess", {}))
+            known["prompt"] = PromptConfig(**known.get("prompt", {}))
+        except (TypeError, ValueError, AttributeError) as exc:
+            # e.g. a setting this version does not know: refuse with one line, not a traceback
+            raise CheckpointError(f"config has invalid settings: {exc}") from None
         cfg = cls(**known)
         if cfg.fusion not in ("cgmf", "none"):
             raise CheckpointError(f"unknown fusion {cfg.fusion!r} (cgmf | none)")
@@ -438,7 +447,34 @@ def encoder_fingerprint(path: str | os.PathLike, trusted_paths=()) -> str:
         k: vision_cfg.get(k)
         for k in ("vision_feature_layer", "vision_feature_select_strategy", "downsample_ratio")
     }
-    return text_digest({"vision": vision, "vggt": vggt_fp, "vision_cfg": relevant})
+    parts = {"vision": vision, "vggt": vggt_fp, "vision_cfg": relevant}
+    # The encoders' architecture settings shape their outputs as much as the weights do (e.g.
+    # VGGT's rope_freq, InternViT's norm eps): a changed config must not reuse cached features.
+    vision_arch = {k: v for k, v in (vision_cfg.get("vision_config") or {}).items() if k not in _CONFIG_NOISE}
+    if vision_arch:
+        parts["vision_arch"] = vision_arch
+    parts["vggt_cfg"] = _vggt_config_dict(vggt_path)
+    return text_digest(parts)
+
+
+# Config keys that do not change what a model computes.
+_CONFIG_NOISE = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype", "_attn_implementation_autoset")
+
+
+def _vggt_config_dict(vggt_path: str) -> dict:
+    """The VGGT config VGGT.from_pretrained would use for this path, normalised."""
+    from .vggt import VGGTConfig
+
+    cfg_file = Path(vggt_path) / "config.json"
+    if not cfg_file.is_file():  # a bare weight file, or a folder without config: VGGT-1B
+        return VGGTConfig().to_dict()
+    try:
+        return VGGTConfig.from_dict(_read_json(cfg_file)).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_file}: unreadable VGGT config ({exc})") from None
+
+
+_INTERNVL_TEXT_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 def checkpoint_id(path: str | os.PathLike, trusted_paths=()) -> str:
@@ -451,6 +487,9 @@ def checkpoint_id(path: str | os.PathLike, trusted_paths=()) -> str:
     base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
     if Path(base).exists():
         parts["llm"] = [file_digest(f) for f in internvl_weight_files(base)]
+        # Tokenizer, generation config (EOS ids) and LLM config change answers as well.
+        small = [f for f in sorted(Path(base).iterdir()) if f.is_file() and f.suffix in _INTERNVL_TEXT_SUFFIXES]
+        parts["internvl_files"] = {f.name: file_digest(f) for f in small}
     if config.fusion == "cgmf" and (root / config.fusion_weights).exists():
         parts["fusion"] = file_digest(root / config.fusion_weights)
     if config.lora:
