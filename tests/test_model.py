@@ -379,3 +379,24 @@ def test_fingerprints(ckpt, sm, tmp_path):
     assert changed("vggt-config", vggt_config) == (True, True)
     assert changed("generation-config", generation_config) == (False, True)
     assert changed("prompt", lambda f: _write_config(f, num_frames=16)) == (False, True)
+
+
+def test_encoder_only_load_gives_the_same_features_without_the_llm(ckpt, sm, clips):
+    enc_only = SpaceMind.from_pretrained(ckpt, llm=False)
+    lm_params = list(enc_only.internvl.model.language_model.parameters())
+    assert lm_params and all(p.is_meta for p in lm_params)  # never allocated, never read
+    assert all(p.is_meta for p in enc_only.internvl.model.multi_modal_projector.parameters())
+    a, b = enc_only.encode(clips[0]), sm.encode(clips[0])
+    for name in EncoderOutputs.TENSORS:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    with pytest.raises(CheckpointError, match="encoding only"):
+        enc_only.fuse(a)
+
+
+def test_lazy_vggt_is_loaded_only_when_a_scene_needs_encoding(ckpt, sm, clips, encs):
+    lazy = SpaceMind.from_pretrained(ckpt, lazy_vggt=True)
+    assert lazy.vggt is None
+    assert lazy.answer(encs[0], QUESTIONS[:2]) == sm.answer(encs[0], QUESTIONS[:2])
+    assert lazy.vggt is None  # answering from features never touched VGGT
+    assert torch.equal(lazy.encode(clips[0]).vggt_patch, encs[0].vggt_patch)
+    assert lazy.vggt is not None

@@ -54,6 +54,40 @@ def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str
     return model, tokenizer
 
 
+VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")  # transformers 5.x and legacy names
+
+
+def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
+    """InternVL with only its vision tower loaded (the projector and LLM stay on the meta device,
+    unallocated): what feature extraction needs, without reading an 8B LLM's 15 GB of weights."""
+    from safetensors import safe_open
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    if not Path(path).exists():
+        raise CheckpointError(f"encoder-only loading needs a local InternVL folder, got {path}")
+    try:
+        config = InternVLConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read InternVL config in {path}: {' '.join(str(exc).split())[:300]}") from None
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    tower = model.model.vision_tower
+    state = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                prefix = next((p for p in VISION_PREFIXES if key.startswith(p)), None)
+                if prefix:
+                    state[key[len(prefix) :]] = handle.get_tensor(key).to(dtype)
+    try:
+        tower.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: vision tower weights do not match its config: {str(exc).splitlines()[0]}") from None
+    tower.to(device).eval().requires_grad_(False)
+    model.eval()
+    return model
+
+
 def parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(language model decoder, lm_head, input embeddings)."""
     inner = model.model

@@ -182,7 +182,7 @@ def internvl_weight_files(path: str) -> list[Path]:
     return files
 
 
-VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
+VISION_PREFIXES = internvl.VISION_PREFIXES
 VGGT_PREFIXES = ("aggregator.", "camera_head.")
 
 
@@ -197,6 +197,8 @@ class SpaceMind(nn.Module):
         self._prefix_ids: dict[int, list[int]] = {}
         self.encoder_fingerprint: str | None = None
         self.checkpoint_id: str | None = None
+        self._load_vggt = None  # set by from_pretrained(lazy_vggt=True)
+        self.has_llm = True
 
     # ---------------------------------------------------------------- loading / saving
     @classmethod
@@ -207,7 +209,15 @@ class SpaceMind(nn.Module):
         device: str = "cpu",
         dtype: torch.dtype | None = None,
         trusted_paths=(),
+        llm: bool = True,
+        lazy_vggt: bool = False,
     ) -> "SpaceMind":
+        """Load a checkpoint folder.
+
+        llm=False loads only what encoding needs (VGGT + InternViT; no projector, CGMF or LLM
+        weights are read): for `spacemind extract`. lazy_vggt=True defers loading VGGT until a
+        scene actually needs encoding (answering from a warm cache never does).
+        """
         from .vggt import VGGT
 
         root = Path(path)
@@ -219,14 +229,20 @@ class SpaceMind(nn.Module):
 
         base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
         vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
-        model, tokenizer = internvl.load(
-            base, device=device, dtype=dtype, attn_implementation=lm_attention_implementation(device)
-        )
-        vggt = VGGT.from_pretrained(vggt_path, device=device, dtype=dtype)
-        vggt.eval().requires_grad_(False)
+        if llm:
+            model, tokenizer = internvl.load(
+                base, device=device, dtype=dtype, attn_implementation=lm_attention_implementation(device)
+            )
+        else:
+            model, tokenizer = internvl.load_vision_only(base, device=device, dtype=dtype), None
+
+        def load_vggt():
+            return VGGT.from_pretrained(vggt_path, device=device, dtype=dtype).eval().requires_grad_(False)
+
+        vggt = None if lazy_vggt else load_vggt()
 
         fusion = None
-        if config.fusion == "cgmf":
+        if config.fusion == "cgmf" and llm:
             fusion = CGMF(config.cgmf)
             weights = root / config.fusion_weights
             if not weights.exists():
@@ -239,13 +255,15 @@ class SpaceMind(nn.Module):
             except RuntimeError as exc:
                 raise CheckpointError(f"{weights} does not match the CGMF config: {str(exc).splitlines()[0]}") from None
             fusion.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        if config.lora:
+        if config.lora and llm:
             from .lora import merge_lora
 
             lora_path = resolve_component(root, config.lora, "lora", trusted_paths)
             merge_lora(model, lora_path)
 
         sm = cls(config, vggt, model, tokenizer, fusion)
+        sm._load_vggt = load_vggt
+        sm.has_llm = llm
         sm.encoder_fingerprint = encoder_fingerprint(root, trusted_paths)
         sm.checkpoint_id = checkpoint_id(root, trusted_paths)
         return sm
@@ -260,7 +278,7 @@ class SpaceMind(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         self.internvl.save_pretrained(out / "internvl", safe_serialization=True)
         self.tokenizer.save_pretrained(out / "internvl")
-        self.vggt.save_pretrained(out / "vggt")
+        self._encoder_vggt().save_pretrained(out / "vggt")
         config = SpaceMindConfig.from_dict(self.config.to_dict())
         config.base, config.vggt, config.lora = "internvl", "vggt", None
         config.versions = versions()
@@ -272,11 +290,21 @@ class SpaceMind(nn.Module):
     # ---------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
-        return self.internvl.lm_head.weight.device
+        # The vision tower is always loaded (the LLM may not be: llm=False).
+        return next(self.internvl.model.vision_tower.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.internvl.lm_head.weight.dtype
+        return next(self.internvl.model.vision_tower.parameters()).dtype
+
+    def _encoder_vggt(self):
+        if self.vggt is None:
+            self.vggt = self._load_vggt()
+        return self.vggt
+
+    def _require_llm(self) -> None:
+        if not self.has_llm:
+            raise CheckpointError("this model was loaded for encoding only (llm=False); load it with llm=True to answer")
 
     @property
     def tokens_per_frame(self) -> int:
@@ -293,9 +321,10 @@ class SpaceMind(nn.Module):
         device, dtype = self.device, self.dtype
         images = vggt_tensor(clip.vggt, device, torch.float32)  # [1, S, 3, H, W]
         run = self.vggt_layers_to_run()
+        vggt = self._encoder_vggt()
         with _autocast(device, dtype):
-            tokens, start = self.vggt.aggregate(images, layers=run)
-            pose = self.vggt.camera_pose(tokens[run.index(-1)])
+            tokens, start = vggt.aggregate(images, layers=run)
+            pose = vggt.camera_pose(tokens[run.index(-1)])
         keep = [tokens[run.index(layer)] for layer in self.config.vggt_layers]
         stacked = torch.stack([t[0] for t in keep])  # [L, S, P, d_s]
         pixels = vit_tensor(clip.vit, self.config.preprocess, device, dtype)
@@ -311,6 +340,7 @@ class SpaceMind(nn.Module):
     @torch.no_grad()
     def fuse(self, enc: EncoderOutputs) -> torch.Tensor:
         """Encoder outputs -> the tokens placed at the image positions, [S, n, d_v]."""
+        self._require_llm()
         enc = enc.to(self.device)
         f_v = internvl.project(self.internvl, enc.internvit.to(self.dtype))
         if self.fusion is None:
