@@ -15,7 +15,7 @@ import logging
 import warnings
 from typing import Callable, Iterable
 
-from spacemind_cli.errors import SpacemindError
+from spacemind_cli.errors import ResourceError, SpacemindError
 from spacemind_cli.jobs.settings import JobSettings
 from spacemind_cli.jobs.stages import ModelStage, load_batch
 
@@ -33,7 +33,14 @@ ACTOR_RESTARTS = 3  # Ray's default is to restart forever; a scene that kills ac
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_gpus: int | None = None, actors: int | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_gpus: int | None = None,
+        actors: int | None = None,
+        items_per_call: int = 1,
+    ):
+        self.items_per_call = max(1, items_per_call)  # work items per model-actor call
         self.started = ray_runtime.connect(address)
         self.address = address
         self.gpus_in_cluster = ray_runtime.cluster_gpus()
@@ -73,7 +80,7 @@ class RayExecutor:
                 ModelStage,
                 fn_constructor_kwargs={"settings": settings, "mode": mode},
                 compute=ActorPoolStrategy(size=min(self.pool_size, max(1, len(items)))),
-                batch_size=1,
+                batch_size=self.items_per_call,
                 batch_format="numpy",
                 num_gpus=1 if self.use_gpu else 0,
                 num_cpus=GPU_ACTOR_CPUS if self.use_gpu else CPU_ACTOR_CPUS,
@@ -86,9 +93,11 @@ class RayExecutor:
         except SpacemindError:
             raise
         except Exception as exc:
-            # Everything already delivered has been written; a rerun resumes from there.
+            # Everything already delivered has been written; a rerun resumes from there. Workers
+            # that die past their restarts were lost to the machine (OOM killer, node down, kill),
+            # not to bad input: a resource error (exit 5), not a usage error (exit 2).
             msg = " ".join(str(exc).split())
-            raise SpacemindError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
+            raise ResourceError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
         return {"executor": self.name, "actors": self.pool_size, "gpus": self.use_gpu}
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ def run(
     ray_address: str | None = None,
     num_gpus: int | None = None,
     actors: int | None = None,
+    batch_size: int = 1,
     num_frames: int | None = None,
     sampling: str | None = None,
     dtype: str = "auto",
@@ -25,7 +26,9 @@ def run(
     trusted_paths=(),
     progress=None,
 ) -> dict:
-    ex = make_executor(executor, ray_address=ray_address, num_gpus=num_gpus, actors=actors, device=device)
+    ex = make_executor(
+        executor, ray_address=ray_address, num_gpus=num_gpus, actors=actors, device=device, items_per_call=batch_size
+    )
     try:
         settings = make_settings(
             checkpoint,

@@ -226,7 +226,7 @@ def test_compression_option(tmp_path: Path) -> None:
 
 
 def test_duckdb_and_pyarrow_read_the_dataset(cache: FeatureCache) -> None:
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
     keys = []
     for i in range(3):
         key = f"{i:02x}" + "f" * 30
@@ -447,17 +447,8 @@ def test_concurrent_writer_processes(cache: FeatureCache) -> None:
 # --------------------------------------------------------------------------- resource errors
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; see the simulated test")
-def test_read_only_directory_chmod(cache: FeatureCache) -> None:
-    cache.put(KEY, _meta(), _tensors(), fingerprint="fp")
-    shard = cache.path_for(KEY).parent
-    os.chmod(shard, 0o555)
-    try:
-        with pytest.raises(ResourceError, match="permission denied"):
-            cache.put(KEY, _meta(), _tensors(1), fingerprint="fp")
-        assert cache.get(KEY) is not None and cache.verify() == []
-    finally:
-        os.chmod(shard, 0o755)
+# A real read-only file system (bind mount, works as root) is exercised end to end in
+# tests/reliability/test_resource_faults.py; here the store's own handling is simulated.
 
 
 def test_simulated_read_only_and_disk_full(cache: FeatureCache, monkeypatch: pytest.MonkeyPatch) -> None:

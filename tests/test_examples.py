@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-av = pytest.importorskip("av")
+import av
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"

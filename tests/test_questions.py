@@ -94,8 +94,8 @@ def test_json_list_object_and_bom(tmp_path):
 
 
 def test_parquet_vsibench_release(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     schema = pa.schema([("id", pa.int64()), ("dataset", pa.string()), ("scene_name", pa.string()),
                         ("question_type", pa.string()), ("question", pa.string()),
                         ("options", pa.list_(pa.string())), ("ground_truth", pa.string())])
@@ -108,8 +108,8 @@ def test_parquet_vsibench_release(tmp_path):
 
 
 def test_parquet_row_problems_and_bad_file(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     rows = [dict(VSI_ROWS[0]), dict(VSI_ROWS[1], id=0), dict(VSI_ROWS[2], question=None)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "q.parquet")
     qs = read_questions(tmp_path / "q.parquet")

@@ -66,7 +66,8 @@ def test_ray_answers_equal_local_and_survive_a_killed_actor(tiny_ckpt, examples,
 def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples, tmp_path):
     ray_cache, local_cache = tmp_path / "ray", tmp_path / "local"
     callback, state = _kill_model_actor_once()
-    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", progress=callback)
+    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", batch_size=2,
+                        progress=callback)
     s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local")
     assert s_ray["encoded"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
     ray_files = {p.name: p.read_bytes() for p in ray_cache.glob("entries/*/*.parquet")}

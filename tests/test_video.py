@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-av = pytest.importorskip("av")
+import av
 
 from spacemind_cli import video  # noqa: E402
 from spacemind_cli.errors import SceneError  # noqa: E402

@@ -157,10 +157,19 @@ def _fits(value: Any, typ: pa.DataType) -> bool:
     if pa.types.is_list(typ):
         return isinstance(value, list) and all(v is None or _fits(v, typ.value_type) for v in value)
     if pa.types.is_string(typ):
-        return isinstance(value, str)
+        return isinstance(value, str) and _utf8(value)
     if pa.types.is_int64(typ):
         return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
     return False
+
+
+def _utf8(text: str) -> bool:
+    """False for text Arrow cannot store: lone surrogates, e.g. a file name that is not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _leaf_paths(f: pa.Field) -> list[str]:
@@ -442,9 +451,12 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ get / verify
 
-    def _read(self, path: Path, key: str, *, deep: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+    def _read(
+        self, path: Path, key: str, *, deep: bool = False, fingerprint: str | None = None
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
         """Read and fully verify one entry. Raises FileNotFoundError when absent, ``_Corrupt``
-        when present but untrustworthy. ``deep`` adds cross-checks of footer vs row (verify)."""
+        when present but untrustworthy. ``deep`` adds cross-checks of footer vs row (verify);
+        ``fingerprint`` refuses an entry made by other encoder weights."""
         try:
             with pa.OSFile(str(path)) as f:  # one open: a concurrent replace cannot mix two files
                 pf = pq.ParquetFile(f, pre_buffer=True, page_checksum_verification=self.page_checksums)
@@ -472,6 +484,12 @@ class FeatureCache:
 
         if scalar("key") != key:
             raise _Corrupt(f"holds key {scalar('key')!r}, expected {key!r}")
+        if fingerprint is not None and scalar("fingerprint") != fingerprint:
+            # Every checksum can be right and the features still belong to other weights (a
+            # copied or hand-merged cache): only the fingerprint tells.
+            raise _Corrupt(
+                f"made by other encoder weights (fingerprint {str(scalar('fingerprint'))[:12]}, expected {fingerprint[:12]})"
+            )
         if scalar("schema_version") != SCHEMA_VERSION:
             raise _Corrupt(f"row schema version {scalar('schema_version')}, expected {SCHEMA_VERSION}")
         meta_json = scalar("meta_json")
@@ -540,13 +558,16 @@ class FeatureCache:
             if (s.get("shape"), s.get("dtype"), s.get("checksum")) != (shape, tag, cks):
                 raise _Corrupt(f"tensor {name!r}: footer spec differs from the row")
 
-    def get(self, key: str, *, device: str | torch.device = "cpu") -> CacheEntry | None:
+    def get(
+        self, key: str, *, device: str | torch.device = "cpu", fingerprint: str | None = None
+    ) -> CacheEntry | None:
         """The verified entry, or None when absent. Raises ``CacheError`` ("corrupt cache entry
-        <path>: <reason>") when the file exists but is truncated, altered or of another schema.
+        <path>: <reason>") when the file exists but is truncated, altered or of another schema,
+        or (when ``fingerprint`` is given) was made by other encoder weights.
         CPU tensors share memory with the Arrow read buffers (no copy)."""
         path = self.path_for(key)
         try:
-            meta, tensors = self._read(path, key)
+            meta, tensors = self._read(path, key, fingerprint=fingerprint)
         except FileNotFoundError:
             return None
         except _Corrupt as exc:
@@ -556,6 +577,11 @@ class FeatureCache:
         if dev.type != "cpu":
             tensors = {n: t.to(dev) for n, t in tensors.items()}
         return CacheEntry(key=key, meta=meta, tensors=tensors, path=path)
+
+    def info(self, key: str) -> EntryInfo | None:
+        """What ``entries()`` reports for one key (footer only, no tensor read), or None when
+        absent. ``error`` is set for an unreadable footer or a foreign schema."""
+        return self._info(key, self.path_for(key))
 
     def check(self, key: str) -> str | None:
         """Full verification of one entry: None when good (or absent), else the one-line reason."""

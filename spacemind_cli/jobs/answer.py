@@ -22,6 +22,7 @@ from ..scenes import check_root
 from .output import AnswerStore, ErrorLog, atomic_write_text, question_digest
 from .plan import expand_templates, plan_answer
 from .settings import JobSettings
+from .stages import open_job_cache
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,12 @@ def run_answer(
     root = check_root(scenes_root)
     qset = load_question_set(root, questions, template)
     output = Path(output)
+    for given in (questions, template):
+        # --overwrite (or the final rename) would destroy the input
+        if given and Path(given).exists() and output.exists() and output.resolve() == Path(given).resolve():
+            raise InputError(f"--output {output} is the question file itself; give another output file name")
+    if settings.cache:
+        open_job_cache(settings.cache)
     store = _store_for(output, settings, template is not None, overwrite)
     digests = [question_digest(q.row) for q in qset.questions]
     done = store.completed(digests)
@@ -137,6 +144,11 @@ def run_answer(
                 records.append((ans["index"], digests[ans["index"]], output_row(q, ans, result, settings)))
             store.write(records)
             tracker.answered += len(records)
+            for bad in result.get("question_errors") or ():
+                q = qset.questions[bad["index"]]
+                errors.add({"stage": "question", "file": q.source, "line": q.line, "id": q.qid,
+                            "scene": item["scene"]["key"], "error": bad["error"]})
+                failed_questions += 1
         if progress:
             progress({"done": tracker.items, "total": total_items, "questions": tracker.answered,
                       "failed": failed_questions, "scene": item["scene"]["key"]})

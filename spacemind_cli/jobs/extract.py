@@ -8,12 +8,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError
+from ..errors import InputError, ResourceError
 from ..questions import read_questions
 from ..scenes import check_root, discover_scenes
 from .output import ErrorLog, atomic_write_text
 from .plan import plan_extract, scenes_of_questions
 from .settings import JobSettings
+from .stages import open_job_cache
 
 ERRORS_FILE = "extract.errors.jsonl"
 SUMMARY_FILE = "extract.summary.json"
@@ -29,9 +30,7 @@ def run_extract(
 ) -> dict:
     if not settings.cache:
         raise InputError("extract needs --cache DIR")
-    from ..cache import FeatureCache
-
-    cache = FeatureCache(settings.cache, create=True)  # fails early on a bad or read-only cache
+    cache = open_job_cache(settings.cache)  # fails early on a bad cache; removes dead writers' temp files
     t_start = time.perf_counter()
     root = check_root(scenes_root)
     failures = []
@@ -56,6 +55,10 @@ def run_extract(
     t_work = time.perf_counter()
 
     def on_result(result: dict) -> None:
+        if result.get("resource_error"):
+            # The cache is this job's only product: a full or read-only disk stops it (exit 5);
+            # what is stored is whole, and a rerun with room resumes from there.
+            raise ResourceError(result.get("error") or f"cannot write to the cache {cache.root}")
         status[result.get("status")] += 1
         actor = result.get("actor") or {}
         a = actors.setdefault(f"{actor.get('node')}:{actor.get('pid')}", {"node": actor.get("node"), "pid": actor.get("pid"), "items": 0})

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -33,14 +32,65 @@ SHARD_GLOB = "shard-*.jsonl"
 _COMPACT_AT = 64  # shards; beyond this, merge them into one
 
 
+def json_line(obj) -> str:
+    """One JSONL line, UTF-8 text kept readable; text that is not valid Unicode (file names with
+    non-UTF-8 bytes reach us as lone surrogates) is written as JSON escapes instead of failing."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj)
+    return text + "\n"
+
+
 def question_digest(row: dict) -> str:
     return text_digest(row)[:16]
 
 
+_OPEN_TEMPS: set[str] = set()  # temp files this process is writing right now
+
+
+def _claim_temp(path: Path) -> tuple[int, str]:
+    """A fresh hidden temp file beside `path`, named for its writer (`.<name>.<host>.<pid>.<rand>.tmp`,
+    see cache/fsutil.py) so that a later run can tell a dead writer's leftovers from a live one's."""
+    from ..cache import fsutil
+
+    tmp = str(fsutil.temp_name(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    _OPEN_TEMPS.add(tmp)
+    return fd, tmp
+
+
+def _done_with_temp(tmp: str) -> None:
+    _OPEN_TEMPS.discard(str(tmp))
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of `path` (`.<name>.*.tmp` beside it) left by writers that died on
+    this host (kill -9, power loss), or by an earlier job of this process that could not remove
+    them (e.g. the disk had turned read-only); temp files of live writers stay."""
+    from ..cache import fsutil
+
+    prefix = f".{path.name}."
+    mine = f".{fsutil._HOST}.{os.getpid()}."  # this process's temp files: ".<host>.<pid>."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and fsutil.is_temp_name(n)]
+    except OSError:
+        return
+    for name in names:
+        tmp = path.parent / name
+        orphan = mine in name[len(prefix) - 1 :] and str(tmp) not in _OPEN_TEMPS
+        if orphan or fsutil.is_stale_temp(tmp, older_than=None):
+            _silent_unlink(tmp)
+
+
 def atomic_write_text(path: Path, write) -> None:
     """write(fh) into a temp file beside `path`, fsync, rename. Raises ResourceError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _claim_temp(path)
+    except OSError as exc:
+        raise resource_error(exc, path) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             write(fh)
@@ -53,6 +103,8 @@ def atomic_write_text(path: Path, write) -> None:
     except BaseException:
         _silent_unlink(tmp)
         raise
+    finally:
+        _done_with_temp(tmp)
 
 
 def _silent_unlink(path) -> None:
@@ -106,6 +158,8 @@ class AnswerStore:
             raise resource_error(exc, self.parts) from exc
         for stale in self.parts.glob(".*.tmp"):  # left by a crash mid-write
             _silent_unlink(stale)
+        for path in (self.output, self.errors_path, self.summary_path):  # a crash mid-finalize, mid-run
+            remove_stale_temps(path)
 
     # ------------------------------------------------------------ reading back
     def _shards(self) -> list[Path]:
@@ -154,7 +208,7 @@ class AnswerStore:
 
         def dump(fh):
             for i, q, row in records:
-                fh.write(json.dumps({"i": i, "q": q, "r": self.run_key, "row": row}, ensure_ascii=False) + "\n")
+                fh.write(json_line({"i": i, "q": q, "r": self.run_key, "row": row}))
 
         atomic_write_text(self.parts / name, dump)
         if len(self._shards()) > _COMPACT_AT:
@@ -169,7 +223,7 @@ class AnswerStore:
 
         def dump(fh):
             for rec in self._merged():
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.write(json_line(rec))
 
         atomic_write_text(self.parts / name, dump)
         for p in old:
@@ -192,7 +246,7 @@ class AnswerStore:
         def dump(fh):
             nonlocal count
             for row in self.rows(digests):
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json_line(row))
                 count += 1
 
         atomic_write_text(self.output, dump)
@@ -221,8 +275,11 @@ def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
         schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
     if schema is None:
         schema = pa.schema([])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _claim_temp(path)
+    except OSError as exc:
+        raise resource_error(exc, path) from exc
     os.close(fd)
     count = 0
     try:
@@ -237,7 +294,25 @@ def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
     except BaseException:
         _silent_unlink(tmp)
         raise
+    finally:
+        _done_with_temp(tmp)
     return count
+
+
+def _arrow_safe(value):
+    """Arrow stores only valid UTF-8: text with lone surrogates (non-UTF-8 file names) gets them
+    as backslash escapes, the same text a JSON reader shows."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_arrow_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {_arrow_safe(k): _arrow_safe(v) for k, v in value.items()}
+    return value
 
 
 def _jsonable_cell(value):
@@ -248,6 +323,7 @@ def _jsonable_cell(value):
 def _infer_schema(rows: list[dict]):
     import pyarrow as pa
 
+    rows = [_arrow_safe(r) for r in rows]
     keys: dict[str, None] = {}
     for r in rows:
         keys.update(dict.fromkeys(r))
@@ -265,6 +341,7 @@ def _infer_schema(rows: list[dict]):
 def _to_table(rows: list[dict], schema):
     import pyarrow as pa
 
+    rows = [_arrow_safe(r) for r in rows]
     cols = {}
     for f in schema:
         col = [r.get(f.name) for r in rows]
@@ -284,14 +361,20 @@ class ErrorLog:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = _claim_temp(path)
+        except OSError as exc:
+            raise resource_error(exc, path) from exc
         self._fh = os.fdopen(fd, "w", encoding="utf-8")
         self.count = 0
 
     def add(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json_line(record))
+            self._fh.flush()
+        except OSError as exc:
+            raise resource_error(exc, self.path) from exc
         self.count += 1
 
     def close(self) -> None:
@@ -303,7 +386,10 @@ class ErrorLog:
                 _silent_unlink(self._tmp)
                 _silent_unlink(self.path)
         except OSError as exc:
+            _silent_unlink(self._tmp)
             raise resource_error(exc, self.path) from exc
+        finally:
+            _done_with_temp(self._tmp)
 
 
 def iter_jsonl(path: Path) -> Iterable[dict]:

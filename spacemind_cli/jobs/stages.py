@@ -132,9 +132,14 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
         info["key"] = settings.feature_key(digest)
         info["scene_digest"] = digest
         info["timing"]["hash_s"] = time.perf_counter() - t0
-        if settings.cache and _cache(settings.cache).contains(info["key"]):
-            info["status"] = "cached"
-            return info, b""
+        if settings.cache:
+            problem = _unusable_entry(_cache(settings.cache), info["key"], settings.encoder_fingerprint)
+            if problem is None:
+                info["status"] = "cached"
+                return info, b""
+            if problem != "absent":  # read the scene and overwrite the entry (never use it)
+                log.warning("cache entry for %s is unusable (%s); recomputing it", scene.key, problem)
+                info["refresh"] = problem
         meta, payload, timing = read_scene(scene, settings)
         info.update(status="ok", meta=meta)
         info["timing"].update(timing)
@@ -145,6 +150,20 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
         log.exception("loading %s failed", scene.key)
         info["error"] = f"{scene.describe()}: {type(exc).__name__}: {exc}"
     return info, b""
+
+
+def _unusable_entry(cache, key: str, fingerprint: str) -> str | None:
+    """Why the cache entry `key` cannot be used, from its footer alone (cheap: no tensor is read),
+    "absent" when there is none, None when it looks usable. Tensor checksums are verified when
+    the entry is read (`FeatureCache.get`), and by `spacemind cache verify`."""
+    info = cache.info(key)
+    if info is None:
+        return "absent"
+    if info.error:
+        return info.error
+    if info.fingerprint != fingerprint:
+        return f"made by other encoder weights (fingerprint {str(info.fingerprint)[:12]})"
+    return None
 
 
 def load_batch(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
@@ -166,6 +185,22 @@ def _cache(root: str):
     if root not in _caches:
         _caches[root] = FeatureCache(root, create=True)
     return _caches[root]
+
+
+def open_job_cache(root: str):
+    """Open (or create) a job's feature cache before any work starts, so that a refused cache
+    (foreign schema, corrupt manifest, read-only) stops the job with its own error and exit code,
+    and remove the temp files of writers that died on this host. The stages of this process then
+    use this fresh handle (a long-lived process must not keep a stale manifest)."""
+    from ..cache import FeatureCache
+
+    cache = FeatureCache(root, create=True)
+    try:
+        cache.clean_temp(older_than=None)
+    except ResourceError as exc:  # a read-only cache can still serve hits
+        log.warning("%s", exc.message)
+    _caches[root] = cache
+    return cache
 
 
 # ---------------------------------------------------------------- stage 2: model
@@ -202,8 +237,14 @@ class ModelStage:
             torch.set_num_threads(settings.cpu_threads)
         dtype = compute_dtype(self.device, settings.dtype)
         t0 = time.perf_counter()
+        # extract needs only the encoders; answering from a cache may never need VGGT
         self.model = SpaceMind.from_pretrained(
-            settings.checkpoint, device=self.device, dtype=dtype, trusted_paths=settings.trusted_paths
+            settings.checkpoint,
+            device=self.device,
+            dtype=dtype,
+            trusted_paths=settings.trusted_paths,
+            llm=mode == "answer",
+            lazy_vggt=mode == "answer" and bool(settings.cache),
         )
         self.load_s = time.perf_counter() - t0
         if self.model.encoder_fingerprint != settings.encoder_fingerprint:
@@ -212,6 +253,7 @@ class ModelStage:
                 f"checkpoint {settings.checkpoint} changed while the job ran (encoder fingerprint differs); rerun"
             )
         self.cache = _cache(settings.cache) if settings.cache else None
+        self.write_error: str | None = None
         self.actor = {"node": _node_id(), "pid": os.getpid(), "device": self.device}
         self._torch = torch
 
@@ -226,7 +268,7 @@ class ModelStage:
         if load["status"] == "cached" and self.cache is not None:
             t0 = time.perf_counter()
             try:
-                entry = self.cache.get(key, device=self.device)
+                entry = self.cache.get(key, device=self.device, fingerprint=self.settings.encoder_fingerprint)
             except CacheError as exc:
                 log.warning("%s; recomputing it", exc.message)
                 entry, status = None, "refreshed"
@@ -240,7 +282,7 @@ class ModelStage:
             timing.update(t)
         else:
             meta = load["meta"]
-            status = "miss" if self.cache is not None else "none"
+            status = "none" if self.cache is None else "refreshed" if load.get("refresh") else "miss"
         arrays = unpack_arrays(payload)
         t0 = time.perf_counter()
         enc = self.model.encode(PreparedClip(vggt=arrays["vggt"], vit=arrays["vit"]))
@@ -257,9 +299,11 @@ class ModelStage:
                     describe={"checkpoint": self.settings.checkpoint},
                 )
             except ResourceError as exc:
-                # Answers still come out; the cache just stays without this scene.
+                # Answers still come out; the cache just stays without this scene. (extract,
+                # whose only product is the cache, fails the job instead: see process.)
                 log.warning("%s", exc.message)
                 status = "write-failed"
+                self.write_error = exc.message
             timing["cache_write_s"] = time.perf_counter() - t0
         return enc, meta, status, timing
 
@@ -281,6 +325,8 @@ class ModelStage:
         timing.update({k: v for k, v in load.get("timing", {}).items()})
         result.update(status="ok", key=load["key"], meta=meta, cache=cache_status)
         if self.mode == "extract":
+            if cache_status == "write-failed":  # disk full, read-only: nothing was stored
+                return {**result, "status": "failed", "error": self.write_error, "resource_error": True}
             return {**result, "timing": timing}
 
         t0 = time.perf_counter()
@@ -292,19 +338,64 @@ class ModelStage:
         self._sync()
         timing["prefill_s"] = time.perf_counter() - t0
 
-        answers = []
-        questions = item["questions"]
+        answers: list[dict] = []
+        question_errors: list[dict] = []  # one bad question must not take its scene-mates down
+        questions = []
+        for q in item["questions"]:
+            problem = self._too_long(q, prefix.length)
+            if problem:
+                question_errors.append({"index": q["index"], "qid": q["qid"], "error": problem})
+            else:
+                questions.append(q)
         bs = max(1, self.settings.batch_size)
         for start in range(0, len(questions), bs):
-            chunk = questions[start : start + bs]
-            t0 = time.perf_counter()
-            texts = self.model.generate(prefix, [q["prompt"] for q in chunk], max_new_tokens=self.settings.max_new_tokens)
-            dt = time.perf_counter() - t0
-            for q, text in zip(chunk, texts):
-                answers.append({"index": q["index"], "qid": q["qid"], "prediction": text, "generate_s": dt, "batch": len(chunk)})
+            self._generate(prefix, questions[start : start + bs], answers, question_errors)
         result["answers"] = answers
+        if question_errors:
+            result["question_errors"] = question_errors
         result["timing"] = timing
         return result
+
+    def _context_limit(self) -> int | None:
+        cfg = self.model.internvl.config
+        limit = getattr(getattr(cfg, "text_config", cfg), "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+    def _too_long(self, q: dict, prefix_len: int) -> str | None:
+        """Why a question cannot fit the language model's context, or None. Checked before any
+        batch is built: an oversized prompt would otherwise be padded into its batch and ask for
+        memory quadratic in its length, failing every question of the scene."""
+        limit = self._context_limit()
+        if limit is None:
+            return None
+        n = len(self.model.suffix_ids(q["prompt"]))
+        need = prefix_len + n + self.settings.max_new_tokens
+        if need <= limit:
+            return None
+        return (
+            f"question {q['qid']}: its prompt is {n} tokens; with the {prefix_len}-token visual prefix and "
+            f"{self.settings.max_new_tokens} new tokens that is {need}, over the model's context of {limit} tokens"
+        )
+
+    def _generate(self, prefix, chunk: list[dict], answers: list[dict], question_errors: list[dict]) -> None:
+        """Decode one batch; if it fails, each of its questions alone, so only the culprit fails."""
+        t0 = time.perf_counter()
+        try:
+            texts = self.model.generate(prefix, [q["prompt"] for q in chunk], max_new_tokens=self.settings.max_new_tokens)
+        except Exception as exc:
+            if len(chunk) > 1:
+                log.warning("a batch of %d questions failed (%s: %s); answering them one by one",
+                            len(chunk), type(exc).__name__, " ".join(str(exc).split())[:200])
+                for q in chunk:
+                    self._generate(prefix, [q], answers, question_errors)
+                return
+            log.exception("question %s failed", chunk[0]["qid"])
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            question_errors.append({"index": chunk[0]["index"], "qid": chunk[0]["qid"], "error": f"question {chunk[0]['qid']}: {reason}"})
+            return
+        dt = time.perf_counter() - t0
+        for q, text in zip(chunk, texts):
+            answers.append({"index": q["index"], "qid": q["qid"], "prediction": text, "generate_s": dt, "batch": len(chunk)})
 
     def peak_memory(self) -> int | None:
         if self.device.startswith("cuda"):
