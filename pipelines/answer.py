@@ -7,9 +7,8 @@ the executor and connects to Ray.
 from __future__ import annotations
 
 from spacemind_cli.jobs.answer import run_answer
-from spacemind_cli.jobs.settings import make_settings
 
-from .common import make_executor
+from .common import job
 
 
 def run(
@@ -34,20 +33,21 @@ def run(
     trusted_paths=(),
     progress=None,
 ) -> dict:
-    ex = make_executor(executor, ray_address=ray_address, num_gpus=num_gpus, actors=actors, device=device)
-    try:
-        settings = make_settings(
-            checkpoint,
-            num_frames=num_frames,
-            sampling=sampling,
-            dtype=dtype,
-            use_gpu=ex.uses_gpu(),
-            trusted_paths=trusted_paths,
-            cache=str(cache) if cache else None,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            device=device,
-        )
+    with job(
+        executor,
+        checkpoint,
+        ray_address=ray_address,
+        num_gpus=num_gpus,
+        actors=actors,
+        device=device,
+        dtype=dtype,
+        num_frames=num_frames,
+        sampling=sampling,
+        trusted_paths=trusted_paths,
+        cache=str(cache) if cache else None,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    ) as (ex, settings):
         return run_answer(
             scenes_root,
             output=output,
@@ -58,5 +58,3 @@ def run(
             overwrite=overwrite,
             progress=progress,
         )
-    finally:
-        ex.close()

@@ -24,7 +24,7 @@ from . import ray_runtime
 log = logging.getLogger(__name__)
 
 # Fractions of a CPU: on small machines a pool of whole-CPU actors starves the load tasks.
-LOAD_TASK_CPUS = 0.25
+LOAD_TASK_CPUS = 0.5  # decoding is CPU-bound: more concurrent decoders than cores only thrash
 CPU_ACTOR_CPUS = 0.5
 GPU_ACTOR_CPUS = 1.0
 ACTOR_RESTARTS = 3  # Ray's default is to restart forever; a scene that kills actors must end

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from spacemind_cli.jobs.extract import run_extract
-from spacemind_cli.jobs.settings import make_settings
 
-from .common import make_executor
+from .common import job
 
 
 def run(
@@ -26,20 +25,18 @@ def run(
     trusted_paths=(),
     progress=None,
 ) -> dict:
-    ex = make_executor(
-        executor, ray_address=ray_address, num_gpus=num_gpus, actors=actors, device=device, items_per_call=batch_size
-    )
-    try:
-        settings = make_settings(
-            checkpoint,
-            num_frames=num_frames,
-            sampling=sampling,
-            dtype=dtype,
-            use_gpu=ex.uses_gpu(),
-            trusted_paths=trusted_paths,
-            cache=str(cache),
-            device=device,
-        )
+    with job(
+        executor,
+        checkpoint,
+        ray_address=ray_address,
+        num_gpus=num_gpus,
+        actors=actors,
+        items_per_call=batch_size,
+        device=device,
+        dtype=dtype,
+        num_frames=num_frames,
+        sampling=sampling,
+        trusted_paths=trusted_paths,
+        cache=str(cache),
+    ) as (ex, settings):
         return run_extract(scenes_root, settings=settings, executor=ex, questions=questions, progress=progress)
-    finally:
-        ex.close()

@@ -14,6 +14,7 @@ streamed and merged with a heap, never loaded whole.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -84,18 +85,18 @@ def remove_stale_temps(path: Path) -> None:
             _silent_unlink(tmp)
 
 
-def atomic_write_text(path: Path, write) -> None:
-    """write(fh) into a temp file beside `path`, fsync, rename. Raises ResourceError."""
+@contextlib.contextmanager
+def atomic_target(path: Path):
+    """Yields a temp path beside `path` to write; on success it replaces `path` in one rename, on
+    any failure it is removed. OSErrors (disk full, read-only, permission) become ResourceError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _claim_temp(path)
+        os.close(fd)
     except OSError as exc:
         raise resource_error(exc, path) from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
         _silent_unlink(tmp)
@@ -105,6 +106,15 @@ def atomic_write_text(path: Path, write) -> None:
         raise
     finally:
         _done_with_temp(tmp)
+
+
+def atomic_write_text(path: Path, write) -> None:
+    """write(fh) into a temp file beside `path`, fsync, rename. Raises ResourceError."""
+    with atomic_target(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def _silent_unlink(path) -> None:
@@ -275,27 +285,12 @@ def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
         schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
     if schema is None:
         schema = pa.schema([])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _claim_temp(path)
-    except OSError as exc:
-        raise resource_error(exc, path) from exc
-    os.close(fd)
     count = 0
-    try:
+    with atomic_target(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for buf in batches():
                 writer.write_table(_to_table(buf, schema))
                 count += len(buf)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _silent_unlink(tmp)
-        raise resource_error(exc, path) from exc
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
-    finally:
-        _done_with_temp(tmp)
     return count
 
 

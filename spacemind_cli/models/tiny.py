@@ -56,7 +56,7 @@ def tiny_tokenizer():
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        model_max_length=32768,
+        model_max_length=8192,  # the tiny LLM's context (max_position_embeddings)
     )
 
 
