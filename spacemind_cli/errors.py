@@ -12,7 +12,6 @@ EXIT_USAGE = 2  # bad input that stops the job before it starts (missing root, e
 EXIT_CHECKPOINT = 3  # checkpoint missing, incomplete or unsafe
 EXIT_CACHE = 4  # cache corrupt or refused
 EXIT_RESOURCE = 5  # disk full, permission denied, read-only output
-EXIT_NOT_BUILT = 6  # a command that is not implemented yet
 EXIT_INTERRUPTED = 130
 
 
@@ -58,10 +57,6 @@ class ResourceError(SpacemindError):
     """Out of disk, permission denied, read-only output directory."""
 
     exit_code = EXIT_RESOURCE
-
-
-class NotBuiltError(SpacemindError):
-    exit_code = EXIT_NOT_BUILT
 
 
 def resource_error(exc: OSError, path) -> ResourceError:

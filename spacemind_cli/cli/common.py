@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..errors import EXIT_INTERRUPTED, SpacemindError, NotBuiltError
+from ..errors import EXIT_INTERRUPTED, SpacemindError
 
 def _console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr)
@@ -56,7 +56,3 @@ def handle_errors(fn):
             raise typer.Exit(EXIT_INTERRUPTED)
 
     return wrapper
-
-
-def not_built(command: str, issue: str) -> None:
-    raise NotBuiltError(f"`spacemind {command}` is not built yet ({issue}); nothing was done")

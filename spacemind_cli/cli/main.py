@@ -12,7 +12,7 @@ from .common import console, setup_logging
 EXIT_CODES_HELP = """
 [bold]Exit codes[/]: 0 success · 1 finished, but some scenes/questions failed (listed in *.errors.jsonl) ·
 2 bad input or usage · 3 checkpoint error · 4 cache error · 5 disk full / permission denied /
-read-only output / workers lost (rerun to resume) · 6 command not built yet · 130 interrupted (rerun to resume).
+read-only output / workers lost (rerun to resume) · 130 interrupted (rerun to resume).
 """
 
 app = typer.Typer(
