@@ -705,6 +705,24 @@ def section_build(ctx: Ctx) -> dict:
     return out
 
 
+def _answer_scene(ctx: Ctx, sm, enc, prompts: list[str], bs: int, notes: list, row: dict):
+    """Fuse, prefill once, decode every question: the per-scene work of the cold and warm passes,
+    timed stage by stage into `row`. Returns (prefix, answers, batch size used)."""
+    t0 = time.perf_counter()
+    fused = sm.fuse(enc)
+    ctx.sync()
+    row["fuse_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prefix = sm.prefill(fused)
+    ctx.sync()
+    row["prefill_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    texts, bs = _generate_all(ctx, prefix, prompts, bs, notes)
+    ctx.sync()
+    row["generate_s"] = time.perf_counter() - t0
+    return prefix, texts, bs
+
+
 def _generate_all(ctx: Ctx, prefix, prompts: list[str], bs: int, notes: list) -> tuple[list[str], int]:
     """Batched decode of all prompts; on OOM halve the batch and go on (noted)."""
     out: list[str] = []
@@ -866,22 +884,11 @@ def section_e2e(ctx: Ctx) -> dict:
             row["cache_write_s"] = time.perf_counter() - t0
             entry_bytes = sum(t.numel() * t.element_size() for t in enc.tensors().values())
             row["file_bytes"] = path.stat().st_size
-            t0 = time.perf_counter()
-            fused = sm.fuse(enc)
-            ctx.sync()
-            row["fuse_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            prefix = sm.prefill(fused)
-            ctx.sync()
-            row["prefill_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            texts, bs = _generate_all(ctx, prefix, prompts[si], bs, notes)
-            ctx.sync()
-            row["generate_s"] = time.perf_counter() - t0
+            prefix, texts, bs = _answer_scene(ctx, sm, enc, prompts[si], bs, notes, row)
             for qi, text in enumerate(texts):
                 answers[(si, qi)] = text
             cold_rows.append(row)
-            del enc, fused, prefix
+            del enc, prefix
         cold_total = time.perf_counter() - t_pass
     res["cold"] = _pass_summary(cold_rows, cold_total, Q, mem)
     res["cold"]["cache_entry_tensor_bytes"] = entry_bytes
@@ -903,22 +910,11 @@ def section_e2e(ctx: Ctx) -> dict:
             enc = EncoderOutputs.from_tensors(entry.tensors)
             ctx.sync()
             row["cache_read_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            fused = sm.fuse(enc)
-            ctx.sync()
-            row["fuse_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            prefix = sm.prefill(fused)
-            ctx.sync()
-            row["prefill_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            _, bs = _generate_all(ctx, prefix, prompts[si], bs, notes)
-            ctx.sync()
-            row["generate_s"] = time.perf_counter() - t0
+            prefix, _, bs = _answer_scene(ctx, sm, enc, prompts[si], bs, notes, row)
             warm_rows.append(row)
             if si == 0:
                 ctx.prefix = prefix
-            del entry, enc, fused, prefix
+            del entry, enc, prefix
         warm_total = time.perf_counter() - t_pass
     res["warm"] = _pass_summary(warm_rows, warm_total, Q, mem)
     res["warm"]["page_cache_dropped_first"] = dropped
