@@ -28,6 +28,12 @@ def print_summary(summary: dict) -> None:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("questions", f"{summary['questions']} ({summary['answered']} answered now, {summary['resumed']} resumed)")
+    if summary.get("other_settings_kept"):
+        table.add_row(
+            "other settings",
+            f"{summary['other_settings_kept']} earlier answer(s) made with other settings kept apart, not in this output "
+            "(rerun with those settings to reuse them; --overwrite drops them)",
+        )
     table.add_row("failed", str(summary["failed"] + summary["question_problems"]))
     table.add_row("scenes", str(summary["scenes"]))
     cache = summary.get("cache") or {}
