@@ -38,5 +38,6 @@ def run(
         sampling=sampling,
         trusted_paths=trusted_paths,
         cache=str(cache),
+        verify_cached=True,
     ) as (ex, settings):
         return run_extract(scenes_root, settings=settings, executor=ex, questions=questions, progress=progress)

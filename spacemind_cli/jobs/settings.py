@@ -26,6 +26,9 @@ class JobSettings:
     trusted_paths: tuple[str, ...] = ()
     cache: str | None = None
     write_cache: bool = True
+    # extract: read every cached entry whole (checksums) before counting it as done, so that a
+    # damaged entry is re-encoded, not reported as cached; answering reads hits whole anyway.
+    verify_cached: bool = False
     batch_size: int = 8
     max_new_tokens: int = 16
     max_questions_per_item: int = 64

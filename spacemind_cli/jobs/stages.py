@@ -133,7 +133,8 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
         info["scene_digest"] = digest
         info["timing"]["hash_s"] = time.perf_counter() - t0
         if settings.cache:
-            problem = _unusable_entry(_cache(settings.cache), info["key"], settings.encoder_fingerprint)
+            problem = _unusable_entry(_cache(settings.cache), info["key"], settings.encoder_fingerprint,
+                                      verify=settings.verify_cached)
             if problem is None:
                 info["status"] = "cached"
                 return info, b""
@@ -152,10 +153,10 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
     return info, b""
 
 
-def _unusable_entry(cache, key: str, fingerprint: str) -> str | None:
-    """Why the cache entry `key` cannot be used, from its footer alone (cheap: no tensor is read),
-    "absent" when there is none, None when it looks usable. Tensor checksums are verified when
-    the entry is read (`FeatureCache.get`), and by `spacemind cache verify`."""
+def _unusable_entry(cache, key: str, fingerprint: str, verify: bool = False) -> str | None:
+    """Why the cache entry `key` cannot be used, "absent" when there is none, None when it is
+    usable. From its footer alone (cheap: no tensor is read), unless `verify`: then the whole
+    entry is read and checked as `FeatureCache.get` does when answering uses it."""
     info = cache.info(key)
     if info is None:
         return "absent"
@@ -163,6 +164,10 @@ def _unusable_entry(cache, key: str, fingerprint: str) -> str | None:
         return info.error
     if info.fingerprint != fingerprint:
         return f"made by other encoder weights (fingerprint {str(info.fingerprint)[:12]})"
+    if verify:
+        from ..models.spacemind import EncoderOutputs
+
+        return cache.check(key, tensor_names=EncoderOutputs.TENSORS)
     return None
 
 
@@ -268,7 +273,8 @@ class ModelStage:
         if load["status"] == "cached" and self.cache is not None:
             t0 = time.perf_counter()
             try:
-                entry = self.cache.get(key, device=self.device, fingerprint=self.settings.encoder_fingerprint)
+                entry = self.cache.get(key, device=self.device, fingerprint=self.settings.encoder_fingerprint,
+                                       tensor_names=EncoderOutputs.TENSORS)
             except CacheError as exc:
                 log.warning("%s; recomputing it", exc.message)
                 entry, status = None, "refreshed"
