@@ -68,6 +68,11 @@ def answer(
     num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
     sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    vggt_weights: str = typer.Option(
+        "fp32", "--vggt-weights",
+        help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
+        "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
@@ -92,6 +97,7 @@ def answer(
             num_frames=num_frames,
             sampling=sampling,
             dtype=dtype,
+            vggt_weights=vggt_weights,
             device=device,
             overwrite=overwrite,
             trusted_paths=tuple(str(p) for p in trust_path),

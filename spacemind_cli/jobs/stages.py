@@ -250,6 +250,7 @@ class ModelStage:
             trusted_paths=settings.trusted_paths,
             llm=mode == "answer",
             lazy_vggt=mode == "answer" and bool(settings.cache),
+            vggt_weights=settings.vggt_weights,
         )
         self.load_s = time.perf_counter() - t0
         if self.model.encoder_fingerprint != settings.encoder_fingerprint:
