@@ -168,7 +168,7 @@ def run_answer(
     if template is not None:
         from .annotate import write_partitioned
 
-        write_partitioned(output, store.rows(digests))
+        write_partitioned(output, lambda: store.rows(digests))
 
     summary = {
         "output": str(output),

@@ -341,33 +341,54 @@ class AnswerStore:
         return count
 
 
+def row_batches(rows: Iterable[dict], batch_rows: int) -> Iterator[list[dict]]:
+    buf: list[dict] = []
+    for row in rows:
+        buf.append(row)
+        if len(buf) >= batch_rows:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def merged_schema(schema, rows: list[dict]):
+    """`schema` widened to fit `rows` too: new columns are added, mixed types promoted, so a
+    column that first appears late (or changes type) is never dropped or refused."""
+    import pyarrow as pa
+
+    new = infer_schema(rows)
+    if schema is None:
+        return new
+    fields = {f.name: f for f in schema}
+    for f in new:
+        old = fields.get(f.name)
+        if old is None or old.type == f.type:
+            fields.setdefault(f.name, f)
+            continue
+        try:
+            fields[f.name] = pa.unify_schemas([pa.schema([old]), pa.schema([f])], promote_options="permissive").field(0)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. numbers and text: text holds both
+            fields[f.name] = pa.field(f.name, pa.string())
+    return pa.schema(list(fields.values()))
+
+
 def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
     """Stream rows into one Parquet file: a first pass settles a schema every row fits (mixed
     types are widened), the second writes. Rows are never all in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def batches() -> Iterator[list[dict]]:
-        buf = []
-        for row in rows_factory():
-            buf.append(row)
-            if len(buf) >= batch_rows:
-                yield buf
-                buf = []
-        if buf:
-            yield buf
-
     schema = None
-    for buf in batches():
-        s = _infer_schema(buf)
-        schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+    for buf in row_batches(rows_factory(), batch_rows):
+        schema = merged_schema(schema, buf)
     if schema is None:
         schema = pa.schema([])
     count = 0
     with atomic_target(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for buf in batches():
-                writer.write_table(_to_table(buf, schema))
+            for buf in row_batches(rows_factory(), batch_rows):
+                writer.write_table(to_table(buf, schema))
                 count += len(buf)
     return count
 
@@ -393,7 +414,7 @@ def _jsonable_cell(value):
     return value if isinstance(value, str) or value is None else json.dumps(value)
 
 
-def _infer_schema(rows: list[dict]):
+def infer_schema(rows: list[dict]):
     import pyarrow as pa
 
     rows = [_arrow_safe(r) for r in rows]
@@ -411,7 +432,7 @@ def _infer_schema(rows: list[dict]):
     return pa.schema(fields)
 
 
-def _to_table(rows: list[dict], schema):
+def to_table(rows: list[dict], schema):
     import pyarrow as pa
 
     rows = [_arrow_safe(r) for r in rows]
