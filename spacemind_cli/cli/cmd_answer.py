@@ -68,6 +68,11 @@ def answer(
     num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
     sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1,
+        help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
+        "Pin it when two runs must agree bit for bit.",
+    ),
     vggt_weights: str = typer.Option(
         "fp32", "--vggt-weights",
         help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
@@ -98,6 +103,7 @@ def answer(
             sampling=sampling,
             dtype=dtype,
             vggt_weights=vggt_weights,
+            cpu_threads=threads,
             device=device,
             overwrite=overwrite,
             trusted_paths=tuple(str(p) for p in trust_path),

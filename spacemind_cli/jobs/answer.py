@@ -70,6 +70,7 @@ class _Tracker:
         a["items"] += 1
         a["peak_memory_bytes"] = max(a.get("peak_memory_bytes") or 0, actor.get("peak_memory") or 0) or None
         a["model_load_s"] = actor.get("load_s")
+        a["threads"] = actor.get("threads")
         if result.get("status") == "ok":
             a["questions"] += n_questions
             self.cache[result.get("cache") or "none"] += 1

@@ -33,8 +33,9 @@ class JobSettings:
     batch_size: int = 8
     max_new_tokens: int = 16
     max_questions_per_item: int = 64
-    # CPU float results depend on torch's thread count (reduction order); the driver fixes it so
-    # that Ray actors and the local executor compute the same bits.
+    # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray actor's
+    # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
+    # (reduction order): runs that must agree bit for bit pin it.
     cpu_threads: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -107,7 +108,6 @@ def make_settings(
         dtype=dtype,
         vggt_weights=vggt_weights,
         trusted_paths=trusted,
-        cpu_threads=kwargs.pop("cpu_threads", None) or os.cpu_count() or 1,
         **kwargs,
     )
     settings.frame_sampling  # validates

@@ -238,8 +238,8 @@ class ModelStage:
         self.settings = settings
         self.mode = mode
         self.device = pick_device(settings.device)
-        if self.device == "cpu" and settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
+        if self.device == "cpu":
+            torch.set_num_threads(settings.cpu_threads or len(os.sched_getaffinity(0)))
         dtype = compute_dtype(self.device, settings.dtype)
         t0 = time.perf_counter()
         # extract needs only the encoders; answering from a cache may never need VGGT
@@ -260,7 +260,8 @@ class ModelStage:
             )
         self.cache = _cache(settings.cache) if settings.cache else None
         self.write_error: str | None = None
-        self.actor = {"node": _node_id(), "pid": os.getpid(), "device": self.device}
+        self.actor = {"node": _node_id(), "pid": os.getpid(), "device": self.device,
+                      "threads": torch.get_num_threads() if self.device == "cpu" else None}
         self._torch = torch
 
     # -- features

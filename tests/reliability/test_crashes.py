@@ -168,7 +168,7 @@ def test_answer_killed_mid_compaction_and_mid_final_write(job, tiny_ckpt, tmp_pa
 @pytest.fixture(scope="module")
 def ref_cache(job, tiny_ckpt, tmp_path_factory) -> dict[str, bytes]:
     cache = tmp_path_factory.mktemp("refcache") / "cache"
-    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     return entries(cache)
 
@@ -190,7 +190,7 @@ def assert_cache_complete(cache: Path, ref: dict[str, bytes]) -> None:
 def test_extract_killed_at_a_random_point_then_rerun_completes_the_cache(job, tiny_ckpt, ref_cache, tmp_path, seed):
     after = random.Random(seed).randint(1, N_SCENES - 5)
     cache = tmp_path / "cache"
-    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4"]
+    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1"]
     kill(paused_run("cache-after", args, after, tmp_path))
     done = len(list(cache.glob("entries/*/*.parquet")))
     assert done == after
@@ -206,7 +206,7 @@ def test_extract_killed_while_an_entry_is_being_published(job, tiny_ckpt, ref_ca
     """The entry is fully written to its temp file, not renamed: readers never see it, the rerun
     encodes that scene again and removes the dead writer's temp file."""
     cache = tmp_path / "cache"
-    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4"]
+    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1"]
     assert crash_run("cache-replace", *args, after=3) == -signal.SIGKILL
     assert len(entries(cache)) == 3
     assert len(temp_files(cache / "entries")) == 1  # the entry in flight
@@ -271,7 +271,8 @@ def test_ray_actor_killed_mid_batch_past_its_restarts_fails_cleanly_and_a_rerun_
     from spacemind_cli.errors import EXIT_RESOURCE, SpacemindError
 
     out = tmp_path / "answers.jsonl"
-    kwargs = dict(checkpoint=tiny_ckpt, output=out, questions=str(job["q"]), num_frames=4, max_new_tokens=4, batch_size=4)
+    kwargs = dict(checkpoint=tiny_ckpt, output=out, questions=str(job["q"]), num_frames=4, max_new_tokens=4, batch_size=4,
+                  cpu_threads=1)
     callback, killed = kill_actor_on_every_result(ACTOR_RESTARTS + 1)
     with pytest.raises(SpacemindError) as failure:
         run(job["root"], executor="ray", progress=callback, **kwargs)
@@ -299,12 +300,12 @@ def test_ray_extract_actor_killed_mid_batch_past_its_restarts_then_rerun_complet
     cache = tmp_path / "cache"
     callback, killed = kill_actor_on_every_result(ACTOR_RESTARTS + 1)
     with pytest.raises(SpacemindError, match="rerun to resume"):
-        run(job["root"], checkpoint=tiny_ckpt, cache=cache, executor="ray", num_frames=4, progress=callback)
+        run(job["root"], checkpoint=tiny_ckpt, cache=cache, executor="ray", num_frames=4, progress=callback, cpu_threads=1)
     assert len(killed) == ACTOR_RESTARTS + 1
     done = len(entries(cache))
     assert 0 < done < N_SCENES
 
-    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "ray", "--num-frames", "4")
+    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "ray", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     summary = json.loads((cache / "extract.summary.json").read_text())
     assert summary["cached"] == done and summary["encoded"] == N_SCENES - done
