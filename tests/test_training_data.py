@@ -188,17 +188,19 @@ def test_question_file_bad_rows_are_named(tmp_path):
         {"id": 5, "dataset": "d", "scene_name": "s", "question_type": "route_planning", "question": "q",
          "options": ["A. x", "B. y"], "ground_truth": "E"},
         {"id": 1, "dataset": "d", "scene_name": "s", "question": "dup", "ground_truth": "x"},
+        {"id": 7, "dataset": "d", "scene_name": "s", "prompt": "not a question row", "ground_truth": "x"},
     ]  # fmt: skip
     path = write_jsonl(tmp_path / "train.jsonl", rows)
     ts = read_training_file(path)
     assert [ex.id for ex in ts] == ["1"] and ts.format == "questions"
     got = problems_by_line(ts)
-    assert set(got) == {2, 3, 4, 5, 6}
+    assert set(got) == {2, 3, 4, 5, 6, 7}
     assert got[2] == f"{path}:2 (question 2): no ground truth (training needs 'ground_truth')"
     assert "names no scene" in got[3] and got[3].startswith(f"{path}:3 ")
     assert "'lots' is not a number" in got[4]
     assert "'E' is not one of the option letters A, B" in got[5]
     assert "duplicate id '1'" in got[6]
+    assert got[7] == f"{path}:7 (question 7): missing required field 'question'"
     assert all("\n" not in p for p in got.values())
 
 

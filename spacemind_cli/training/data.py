@@ -16,29 +16,33 @@ Formats (detected from the content, never from the name):
 * **SQA3D's pair** of train (or val/test) files; either file may be given, the other is found
   beside it by its official name; see :mod:`.sqa3d`.
 
-What the real datasets hold (checked against public copies, 2026):
+What the real datasets hold (read in public sources, 2026; none of the data was downloaded here):
 
-* VSI-590K (``nyu-visionx/VSI-590K``, ``vsi_590k.jsonl``): 590,667 JSONL rows, each with
-  ``conversations`` and ``question_type``; 374,148 with ``video`` (``scannet/scene0191_00.mp4``),
-  216,519 with a single ``image`` path (``robotics/agibot_..._0010.jpg``); only 20,092 carry an
-  ``id``. Video rows' human turns are ``<image>`` + VSI-Bench's pre-prompt ``These are frames of
-  a video.`` + question (+ ``Options:`` block) + the official post-prompt; one pair per row.
-  Answers are the letter (``A``), the number as written (``240.0``, ``6.8``, ``4``) or, for
-  ``appearance_order``, the whole option (``B. shelving unit, doorway, ...``). Its 12 types are
-  not VSI-Bench's names (``absolute_count``, ``relative_direction_object``,
-  ``relative_distance_camera``...).
-* VLM-3R (``Journey9ni/VLM-3R-DATA``, ``vsibench_train/merged_qa_*_train.json``): JSON lists
-  written by ``vlm_3r_data_process/src/format_qa.py``: ``{id: uuid4, data_source, scene_name,
-  question_type, video, conversations}``; the human turn is ``"<image>\\n" +
-  vsibench_doc_to_text(qa)``, i.e. exactly lmms-eval's VSI-Bench prompt, and the gpt turn the
-  ``mc_answer`` letter or ``str(ground_truth)``. Types are VSI-Bench's plus
-  ``object_rel_direction_v1/v2/v3`` and ``object_rel_distance_v1/v2/v3``; video paths look like
-  ``scannet/videos/scene0191_00.mp4``.
-* ViCA-322K (``nkkbr/ViCA-322K``, ``<source>/{base,complex}/<task>.json``): JSON lists of
-  ``{video: "arkitscenes/47115148.mp4", conversations}`` without ``id`` or ``question_type``;
-  human turns are free text after ``<image>\\n`` (no VSI-Bench pre/post prompt), answers free
-  sentences; ``complex/conversation.json`` holds multi-turn dialogues.
-* SQA3D: see :mod:`.sqa3d`.
+* VSI-590K (``nyu-visionx/VSI-590K``, ``vsi_590k.jsonl``), from notes of people who scanned the
+  whole file (a StarVLA experiment log; a "real sample rows" report with 8 rows): 590,667 JSONL
+  rows, each with ``conversations`` and ``question_type``; 374,148 with ``video``
+  (``scannet/scene0191_00.mp4``), 216,519 with a single ``image`` path
+  (``robotics/agibot_..._0010.jpg``); only 20,092 carry an ``id``; ``<image>`` is the
+  placeholder even for videos. Human turns of video rows start with VSI-Bench's pre-prompt
+  ``These are frames of a video.`` (camera rows on images do not); answers are a letter
+  (``A``), a number as written (``240.0``, ``6.8``, ``4``) or, for ``appearance_order``, the
+  whole option (``B. shelving unit, doorway, ...``). Its 12 types are not VSI-Bench's names
+  (``absolute_count``, ``relative_direction_object``, ``relative_distance_camera``...).
+* VLM-3R (``Journey9ni/VLM-3R-DATA``, ``vsibench_train/merged_qa_*_train.json``), from the
+  official generator (VITA-Group/VLM-3R ``vlm_3r_data_process/src/format_qa.py``,
+  ``utils/vsibench_utils.py``, ``question_templates.py``): JSON lists of ``{id: uuid4,
+  data_source, scene_name, question_type, video, conversations}``; the human turn is
+  ``"<image>\\n" + vsibench_doc_to_text(qa)``, i.e. exactly lmms-eval's VSI-Bench prompt, the gpt
+  turn the ``mc_answer`` letter or ``str(ground_truth)``; one pair per record. Types are
+  VSI-Bench's plus ``object_rel_direction_v1/v2/v3`` and ``object_rel_distance_v1/v2/v3``;
+  training videos live at ``scannet/videos/scene0191_00.mp4`` (README).
+* ViCA-322K (``nkkbr/ViCA-322K``), from nkkbr/ViCA ``sandbox/check_data_leak.ipynb`` (it loads
+  all 37 files, 322,003 records, and prints one): ``<source>/{base,complex}/<task>.json`` JSON
+  lists of ``{video: "arkitscenes/47115148.mp4", conversations}`` without ``id`` or
+  ``question_type``; human turns are free text after ``<image>\\n`` (no VSI-Bench pre/post
+  prompt), answers free sentences; ``complex/conversation.json`` holds multi-turn dialogues
+  (the ViCA paper).
+* SQA3D: see :mod:`.sqa3d` (the official test pair; the train pair has the same schema).
 
 Ids: a question row's id as ``answer`` gives it (``id`` / ``question_id``, else ``line-N``); an
 LLaVA record's ``id``, else ``line-N`` (N: the line, or the row in a JSON list, as for question
