@@ -559,3 +559,20 @@ def test_writing_examples_of_two_files_with_one_id_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"share the id 'line-1'") as err:
         write_question_file([*a, *b], out)
     assert "a.jsonl:1" in str(err.value) and "b.jsonl:1" in str(err.value) and not out.exists()
+
+
+def test_records_for_arrow_have_one_schema(tmp_path):
+    import pyarrow as pa
+
+    llava_path = tmp_path / "llava.json"
+    llava_path.write_text(json.dumps(VLM3R + VSI590K))
+    q, _ = write_sqa3d(tmp_path)
+    examples = [*read_training_file(llava_path), *read_training_file(q), *read_training_file(EXAMPLES)]
+    table = pa.Table.from_pylist([ex.to_record() for ex in examples])
+    assert table.num_rows == len(examples) == 7 + 2 + 68
+    back = table.to_pylist()
+    for ex, rec in zip(examples, back):
+        assert (rec["id"], rec["prompt"], rec["target"], rec["line"]) == (ex.id, ex.prompt, ex.target, ex.line)
+        assert json.loads(rec["row_json"]) == json.loads(json.dumps(ex.row))
+        spec = {k: rec[k] for k in ("scene", "dataset", "scene_name", "images")}
+        assert spec == ex.scene_spec

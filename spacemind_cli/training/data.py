@@ -110,6 +110,28 @@ class TrainingExample:
         value = self.row.get("question_type", self.row.get("source_question_type"))
         return None if value is None else str(value)
 
+    def to_record(self) -> dict:
+        """Flat, Arrow-friendly columns (Ray Data, Parquet): the same types for every example of
+        every format. ``row`` and ``raw`` differ in shape between rows, so only the row travels,
+        as JSON text (``row_json``)."""
+        spec = self.scene_spec
+        images = spec.get("images")
+        return {
+            "id": self.id,
+            "source": self.source,
+            "line": self.line,
+            "turn": self.turn,
+            "format": self.format,
+            "prompt": self.prompt,
+            "target": self.target,
+            "question_type": self.question_type,
+            "scene": None if spec.get("scene") is None else str(spec["scene"]),
+            "dataset": None if spec.get("dataset") is None else str(spec["dataset"]),
+            "scene_name": None if spec.get("scene_name") is None else str(spec["scene_name"]),
+            "images": None if not images else [str(p.get("path") if isinstance(p, dict) else p) for p in images],
+            "row_json": json.dumps(self.row, ensure_ascii=False, sort_keys=True),
+        }
+
     def where(self) -> str:
         turn = f" turn {self.turn}" if self.turn > 1 else ""
         return f"{self.source}:{self.line}{turn} (example {self.id})"
@@ -117,7 +139,7 @@ class TrainingExample:
 
 @dataclass
 class TrainingSet:
-    source: str
+    source: str  # the file given (SQA3D: its questions file, whichever half was given)
     format: str
     examples: list[TrainingExample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
