@@ -19,6 +19,10 @@ whose ``build_prompt`` is that text, checked for every row:
 * Otherwise (free text, as ViCA-322K; a type with no VSI-Bench counterpart, as most of
   VSI-590K's) the row's ``question`` is the whole prompt and ``ground_truth`` the gpt text; the
   record's type moves to ``source_question_type`` so that ``build_prompt`` adds nothing.
+
+Targets follow :func:`~.targets.target_text` on that row: the option letter for a VSI-Bench choice
+row (also when the gpt turn wrote the whole option, as VSI-590K's appearance-order answers do),
+the number as the gpt turn writes it for a numeric one, and the gpt text (stripped) otherwise.
 """
 
 from __future__ import annotations
