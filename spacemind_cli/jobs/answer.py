@@ -19,7 +19,8 @@ from ..errors import InputError
 from ..parsing import parse_answer
 from ..questions import QuestionSet, read_questions
 from ..scenes import check_root
-from .output import AnswerStore, ErrorLog, atomic_write_text, question_digest
+from ..files import atomic_write_text
+from .output import AnswerStore, ErrorLog, question_digest
 from .plan import expand_templates, plan_answer
 from .settings import JobSettings
 from .stages import open_job_cache

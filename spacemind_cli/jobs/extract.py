@@ -11,7 +11,8 @@ from typing import Callable
 from ..errors import InputError, ResourceError
 from ..questions import read_questions
 from ..scenes import check_root, discover_scenes
-from .output import ErrorLog, atomic_write_text
+from ..files import atomic_write_text
+from .output import ErrorLog
 from .plan import plan_extract, scenes_of_questions
 from .settings import JobSettings
 from .stages import open_job_cache

@@ -85,7 +85,8 @@ def make_settings(
     **kwargs,
 ) -> JobSettings:
     """Read what the job needs from the checkpoint's files (no model load)."""
-    from ..models.spacemind import VGGT_WEIGHTS, checkpoint_id, encoder_fingerprint, load_config
+    from ..models.checkpoint import checkpoint_id, encoder_fingerprint, load_config
+    from ..models.spacemind import VGGT_WEIGHTS
 
     config = load_config(checkpoint)
     if dtype not in DTYPES:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_dict import config_from_dict
+
 
 @dataclass
 class CGMFConfig:
@@ -49,7 +51,7 @@ class CGMFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CGMFConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return config_from_dict(cls, d, where="cgmf")
 
 
 class CGMF(nn.Module):
