@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 import torch
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "examples_answers.jsonl"

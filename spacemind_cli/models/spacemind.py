@@ -295,13 +295,18 @@ class SpaceMind(nn.Module):
         self, clip_or_features, prompts: list[str], *, batch_size: int = 8, max_new_tokens: int = 16
     ) -> list[str]:
         """Answer many questions about one scene: encode (unless given features), fuse and
-        prefill once, decode in batches."""
+        prefill once, decode in batches (see `answering.answer_questions`). Raises
+        QuestionError for a question that cannot be answered."""
+        from ..errors import QuestionError
+        from .answering import answer_questions
+
         enc = clip_or_features if isinstance(clip_or_features, EncoderOutputs) else self.encode(clip_or_features)
         prefix = self.prefill(self.fuse(enc))
-        out: list[str] = []
-        for i in range(0, len(prompts), batch_size):
-            out += self.generate(prefix, prompts[i : i + batch_size], max_new_tokens=max_new_tokens)
-        return out
+        answers, failures = answer_questions(self, prefix, list(enumerate(prompts)), batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens, name=lambda i: f"#{i}")
+        if failures:
+            raise QuestionError(failures[0].error)
+        return [a.text for a in sorted(answers, key=lambda a: a.key)]
 
     @torch.no_grad()
     def answer_alone(self, enc: EncoderOutputs, prompt: str, *, max_new_tokens: int = 16) -> str:
