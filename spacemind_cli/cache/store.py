@@ -336,7 +336,7 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ listing
 
-    def _shards(self) -> list[Path]:
+    def _shard_dirs(self) -> list[Path]:
         try:
             with os.scandir(self.root / ENTRIES) as it:
                 return sorted(Path(e.path) for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
@@ -345,7 +345,7 @@ class FeatureCache:
 
     def _files(self) -> Iterator[tuple[str, Path]]:
         """(key, path) of every committed entry file; temp files and strangers are skipped."""
-        for shard in self._shards():
+        for shard in self._shard_dirs():
             try:
                 with os.scandir(shard) as it:
                     names = sorted(e.name for e in it if e.is_file(follow_symlinks=False))
@@ -442,7 +442,7 @@ class FeatureCache:
         log.debug("deleted cache entry %s", path)
 
     def _temp_files(self) -> Iterator[Path]:
-        dirs = [self.root, *self._shards()]
+        dirs = [self.root, *self._shard_dirs()]
         for d in dirs:
             try:
                 with os.scandir(d) as it:
