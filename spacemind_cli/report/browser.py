@@ -1,0 +1,278 @@
+"""Drive headless Chromium over the DevTools protocol, stdlib only: open a report, run
+JavaScript in it, click, take screenshots. Used by the tests, ``bench/report.py`` and to make the
+README's screenshot; the report itself never needs it.
+
+Transport: ``--remote-debugging-pipe`` (Chromium reads commands on fd 3 and writes replies on
+fd 4, each a JSON message ended by a NUL byte), so no port is opened and no websocket library is
+needed. One page target, attached with ``flatten``; messages for it carry its ``sessionId``.
+
+    with Chromium() as browser:
+        page = browser.open("file:///.../index.html", wait="document.body.dataset.ready === '1'")
+        n = page.js("document.querySelectorAll('article.q').length")
+        page.screenshot("shot.png")
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
+
+
+# Resolves once every image inside the viewport has loaded (or failed), or after 10 s. Lazy images
+# outside it (below, or scrolled away in a frame strip) are not waited for: they never load.
+IMAGES_IN_VIEW_LOADED = """Promise.race([new Promise(ok => setTimeout(ok, 10000)), Promise.all([...document.images]
+  .filter(i => { const r = i.getBoundingClientRect();
+                 return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth; })
+  .map(i => i.complete ? 0 : new Promise(ok => { i.addEventListener('load', ok); i.addEventListener('error', ok); })))])"""
+
+
+class BrowserError(RuntimeError):
+    pass
+
+
+def find_chromium() -> str | None:
+    env = os.environ.get("SPACEMIND_CHROMIUM")
+    if env:
+        return env
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Page:
+    def __init__(self, browser: "Chromium", session: str):
+        self.browser = browser
+        self.session = session
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
+        return self.browser.send(method, params, session=self.session, timeout=timeout)
+
+    def js(self, expression: str, timeout: float = 30.0) -> Any:
+        """Evaluate an expression (promises awaited) and return its JSON value."""
+        reply = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            timeout=timeout,
+        )
+        if "exceptionDetails" in reply:
+            d = reply["exceptionDetails"]
+            text = (d.get("exception") or {}).get("description") or d.get("text")
+            raise BrowserError(f"JavaScript error: {text}")
+        return reply.get("result", {}).get("value")
+
+    def wait(self, condition: str, timeout: float = 20.0) -> None:
+        """Poll a JavaScript condition until it is true (the page's own ready flags)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.js(f"!!({condition})"):
+                    return
+            except BrowserError:
+                pass  # the document may not exist yet
+            if time.monotonic() > deadline:
+                raise BrowserError(f"timed out waiting for: {condition}")
+            time.sleep(0.05)
+
+    def set_value(self, selector: str, value: str) -> None:
+        """Set a control as a user would, firing the event the page listens to."""
+        self.js(
+            "(() => { const el = document.querySelector(%s); if (!el) throw new Error('no ' + %s);"
+            " el.value = %s; el.dispatchEvent(new Event(el.tagName === 'INPUT' ? 'input' : 'change', {bubbles: true}));"
+            " return el.value; })()" % (json.dumps(selector), json.dumps(selector), json.dumps(value))
+        )
+
+    def click(self, selector: str) -> None:
+        """A real mouse click at the element's centre (scrolled into view first)."""
+        box = self.js(
+            "(() => { const el = document.querySelector(%s); if (!el) return null; el.scrollIntoView({block: 'center'});"
+            " const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+            % json.dumps(selector)
+        )
+        if not box:
+            raise BrowserError(f"nothing to click at {selector}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1})
+
+    def screenshot(self, path: str | Path, full_page: bool = False, clip: dict | None = None) -> Path:
+        params: dict[str, Any] = {"format": "png"}
+        if clip or full_page:
+            if clip is None:
+                w, h = self.js("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+                clip = {"x": 0, "y": 0, "width": w, "height": h}
+            params["clip"] = {**clip, "scale": clip.get("scale", 1)}
+            params["captureBeyondViewport"] = True
+        data = self.send("Page.captureScreenshot", params, timeout=60)["data"]
+        path = Path(path)
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+
+class Chromium:
+    def __init__(self, executable: str | None = None, width: int = 1280, height: int = 900):
+        self.executable = executable or find_chromium()
+        if not self.executable:
+            raise BrowserError("no Chromium found (apt-get install chromium, or set SPACEMIND_CHROMIUM)")
+        self.size = (width, height)
+        self.proc: subprocess.Popen | None = None
+        self._profile = None
+        self._next = 0
+        self._buf = b""
+
+    # -- process ----------------------------------------------------------------------------
+    def start(self) -> "Chromium":
+        self._profile = tempfile.mkdtemp(prefix="spacemind-chromium-")
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def fds():  # the child reads commands on fd 3 and writes replies on fd 4
+            # Move both ends above 4 first: a pipe end may already be fd 3 or 4 (dup2 onto itself
+            # would keep its close-on-exec flag, or one dup2 could overwrite the other end).
+            high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+            high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+
+        args = [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
+                f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=fds,
+            close_fds=False,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        return self
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.send("Browser.close", timeout=5)
+            except (BrowserError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            for fd in (self._to_child, self._from_child):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if self._profile:
+            shutil.rmtree(self._profile, ignore_errors=True)
+            self._profile = None
+
+    def __enter__(self) -> "Chromium":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- protocol ---------------------------------------------------------------------------
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30.0) -> dict:
+        self._next += 1
+        msg: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        data = json.dumps(msg).encode() + b"\0"
+        while data:
+            n = os.write(self._to_child, data)
+            data = data[n:]
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next:
+                if "error" in reply:
+                    raise BrowserError(f"{method}: {reply['error'].get('message')}")
+                return reply.get("result", {})
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrowserError("Chromium did not answer in time")
+            ready, _, _ = select.select([self._from_child], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self._from_child, 1 << 20)
+            if not chunk:
+                raise BrowserError("Chromium exited")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def open(self, url: str, wait: str | None = None, timeout: float = 30.0) -> Page:
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        page = Page(self, session)
+        page.send("Page.enable")
+        page.send("Runtime.enable")
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
+        )
+        page.send("Page.navigate", {"url": url})
+        if wait:
+            page.wait(wait, timeout=timeout)
+        return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m spacemind_cli.report.browser REPORT_DIR OUT.png [--width W --height H --hash H]:
+    a screenshot of a built report (the README's is made this way)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("report", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=900)
+    ap.add_argument("--hash", default="", help="view state, e.g. 'res=wrong' or 'q-12'")
+    ap.add_argument("--scroll-to", default="", help="CSS selector to scroll to the top before the shot")
+    args = ap.parse_args(argv)
+    url = (args.report / "index.html").resolve().as_uri() + (f"#{args.hash}" if args.hash else "")
+    with Chromium(width=args.width, height=args.height) as browser:
+        page = browser.open(url, wait="document.body && document.body.dataset.ready === '1'")
+        if args.scroll_to:
+            page.js(f"document.querySelector({json.dumps(args.scroll_to)}).scrollIntoView({{block: 'start'}})")
+        page.js(IMAGES_IN_VIEW_LOADED)
+        page.screenshot(args.out)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
