@@ -48,11 +48,11 @@ class ReportConfig:
 
 
 def _label(path: Path, other: Path | None) -> str:
-    """A run's name: the file's stem, with its folder when both runs have the same stem."""
-    stem = path.name.split(".")[0] or path.name
-    if other is not None and (other.name.split(".")[0] or other.name) == stem:
-        return f"{path.parent.name}/{stem}" if path.parent.name else str(path)
-    return stem
+    """A run's name: the file's stem (as `spacemind eval` names it), with its folder when both
+    runs have the same stem."""
+    if other is not None and other.stem == path.stem:
+        return f"{path.parent.name}/{path.stem}" if path.parent.name else str(path)
+    return path.stem
 
 
 def _is_report(out: Path) -> bool:

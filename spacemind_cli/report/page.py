@@ -218,7 +218,7 @@ def _scene_problems_html(model: PageModel, thumbs: dict[str, SceneThumbs]) -> st
     )
     return (
         f'<details class="problems" open><summary>{len(bad)} of {len(model.scenes)} scene(s) without all their '
-        "frames (their questions are still listed)</summary><table class='failures' id='scene-problems'><thead><tr>"
+        'frames (their questions are still listed)</summary><table class="failures" id="scene-problems"><thead><tr>'
         f"<th>scene</th><th>status</th><th>questions</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></details>"
     )
 
