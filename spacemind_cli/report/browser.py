@@ -68,9 +68,13 @@ def find_chromium() -> str | None:
 
 
 class Page:
-    def __init__(self, browser: "Chromium", session: str):
+    def __init__(self, browser: "Chromium", session: str, target: str):
         self.browser = browser
         self.session = session
+        self.target = target
+
+    def close(self) -> None:
+        self.browser.send("Target.closeTarget", {"targetId": self.target})
 
     def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
         return self.browser.send(method, params, session=self.session, timeout=timeout)
@@ -237,7 +241,7 @@ class Chromium:
     def open(self, url: str, wait: str | None = None, timeout: float = 30.0) -> Page:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session)
+        page = Page(self, session, target)
         page.send("Page.enable")
         page.send("Runtime.enable")
         page.send(
