@@ -239,6 +239,15 @@ def test_missing_and_unreadable_scenes_are_marked_not_fatal(runs, tmp_path):
     assert "3 scene(s) shown without all their frames" in res.output
 
 
+def test_frames_past_the_end_of_a_video_are_marked(tmp_path):
+    rows = [dict(r, frame_indices=[1, 20, 47, 48, 90]) for r in make_rows(0)]
+    summary = build_report(write_jsonl(tmp_path / "a.jsonl", rows), VIDEOS, tmp_path / "r", config=FAST)
+    assert summary["scene_status"] == {"partial": 4} and summary["thumbnails"] == 4 * 3
+    assert all("2 of 5 frames unavailable (48, 90)" in p["reason"] for p in summary["scene_problems"])
+    data = page_data(tmp_path / "r")
+    assert all(sorted(s["th"]) == ["1", "20", "47"] and s["sets"] == [[1, 20, 47, 48, 90]] for s in data["scenes"])
+
+
 def test_no_scenes_root_and_rows_without_frames(runs, tmp_path):
     summary = build_report(runs["a"], None, tmp_path / "r", config=FAST)
     assert summary["scene_status"] == {"missing": 4}
@@ -355,3 +364,26 @@ def test_answer_summary_names_the_report_command(capsys):
     cmd_answer.print_summary(summary, Path("scenes dir"))
     text = " ".join(capsys.readouterr().out.split())
     assert "spacemind report runs/answers.jsonl --scenes 'scenes dir' --output runs/answers-report" in text
+
+
+def test_bench_report_quick_runs_and_its_ratio_is_computed_from_its_values(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from report_support import REPO
+
+    out = tmp_path / "report.json"
+    env = {**os.environ, "SPACEMIND_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "bench.report", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["workload"]["scenes"] == 12 and r["workload"]["questions"] == 210
+    assert r["cold"]["decoded"] == 12 * 32 and r["warm"]["decoded"] == 0 == r["compare"]["decoded"]
+    assert r["ratios"]["cold_over_warm"] == float(f"{r['cold']['wall_s'] / r['warm']['wall_s']:.3g}")
+    b = r["bytes"]
+    assert b["page"] < b["first_page"] < b["page"] + b["thumbnails"] and b["thumbnail_files"] == 384
+    assert r["browser"]["open_ms_median"] > 0 and r["browser"]["dom_after_search"]["cards"] > 0
+    text = out.read_text() + out.with_suffix(".md").read_text()
+    assert str(tmp_path) not in text and "/tmp/" not in text  # no machine paths in results

@@ -190,9 +190,12 @@ def scene_thumbnails(req: SceneRequest, root: Path | None, out_dir: Path, cfg: T
     return res
 
 
-# Frames decoded per PyAV call: bounds memory (a 1920x1440 frame is 8 MB) at the cost of one
-# demux pass per call, which is cheap next to decoding.
-_VIDEO_CHUNK = 8
+# Frames decoded per PyAV call: each call demuxes the clip once more and seeks, so fewer calls
+# are faster; but decoded frames are held until the call returns (a 1920x1440 frame is 8 MB).
+# The first call reads a few frames, which tells the frame size; later calls read as many as fit
+# in the memory budget.
+_VIDEO_FIRST_CHUNK = 4
+_VIDEO_CHUNK_BYTES = 128 << 20
 
 
 def _decode(scene: SceneRef, files: list[Path], indices: list[int], cfg: ThumbConfig, problems: list[str]):
@@ -201,14 +204,17 @@ def _decode(scene: SceneRef, files: list[Path], indices: list[int], cfg: ThumbCo
 
     if scene.kind == "video":
         wanted = sorted(indices)
-        for start in range(0, len(wanted), _VIDEO_CHUNK):
-            chunk = wanted[start : start + _VIDEO_CHUNK]
-            frames = video.read_frames(scene.path, chunk)
+        start, chunk = 0, _VIDEO_FIRST_CHUNK
+        while start < len(wanted):
+            part = wanted[start : start + chunk]
+            frames = video.read_frames(scene.path, part)
             # read_frames returns the frames found in the order asked; reading stops at the end
-            # of the stream, so the frames found are the first len(frames) of the sorted chunk.
-            yield from zip(chunk, frames)
-            if len(frames) < len(chunk):
+            # of the stream, so the frames found are the first len(frames) of the sorted part.
+            yield from zip(part, frames)
+            if len(frames) < len(part):
                 return
+            start += len(part)
+            chunk = max(_VIDEO_FIRST_CHUNK, _VIDEO_CHUNK_BYTES // max(1, frames[0].nbytes))
         return
     for i in indices:
         if not 0 <= i < len(files):
