@@ -293,6 +293,7 @@ def test_unreadable_answers_file_is_a_clear_error(tmp_path):
     bad.write_text(json.dumps(make_rows(0)[0]) + "\n{not json\n")
     with pytest.raises(InputError, match="a.jsonl:2"):
         build_report(bad, VIDEOS, tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # nothing left behind
     res = invoke("report", bad, "--scenes", VIDEOS, "--output", tmp_path / "r")
     assert res.exit_code == 2 and "a.jsonl:2" in res.output
 

@@ -219,3 +219,37 @@ def test_screenshot_of_a_report_with_missing_scenes(browser, sites, tmp_path):
             assert len(img.convert("RGB").getcolors(1 << 20)) > 50  # a rendered page, not a blank one
     finally:
         page.close()
+
+
+def test_model_text_is_shown_as_text_never_run(browser, tmp_path):
+    """Predictions are model output and questions come from files: markup in them is displayed,
+    not executed (the JSON blob cannot close its <script>, the page escapes every field)."""
+    evil = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+    rows = make_rows(0)[:4]
+    rows[0] = dict(rows[0], prediction=evil, question=rows[0]["question"] + " " + evil, id="x\"'<b>")
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    build_report(tmp_path / "a.jsonl", VIDEOS, tmp_path / "r", config=ReportConfig(plot=False))
+    page = open_report(browser, tmp_path / "r")
+    try:
+        assert page.js("window.pwned === undefined")
+        assert page.js("document.querySelectorAll('#list img[src=\"x\"], #list b').length") == 0
+        card = page.js("document.querySelector('#list article.q').innerText")
+        assert evil in card and "#x\"'<b>" in card
+        assert page.js(VISIBLE) == 4
+    finally:
+        page.close()
+
+
+def test_frame_strip_opens_the_whole_frame_set(browser, sites):
+    site, _ = sites["single"]
+    page = open_report(browser, site)
+    try:
+        assert page.js("document.getElementById('lightbox').hidden")
+        page.click("#list button.fr")
+        page.wait("!document.getElementById('lightbox').hidden")
+        assert page.js("document.querySelectorAll('#lightbox figure').length") == 32
+        assert page.js("document.querySelector('#lightbox figure.cur figcaption').textContent") == "frame 1"
+        page.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27})
+        page.wait("document.getElementById('lightbox').hidden")
+    finally:
+        page.close()

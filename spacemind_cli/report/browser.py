@@ -255,8 +255,9 @@ class Chromium:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m spacemind_cli.report.browser REPORT_DIR OUT.png [--width W --height H --hash H]:
-    a screenshot of a built report (the README's is made this way)."""
+    """python -m spacemind_cli.report.browser REPORT_DIR OUT.png [--clip SELECTOR ...]: a screenshot
+    of a built report; with --clip, the listed parts (each at most --max-height px tall) stacked
+    into one image. The README's screenshot is made this way."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -265,15 +266,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--hash", default="", help="view state, e.g. 'res=wrong' or 'q-12'")
-    ap.add_argument("--scroll-to", default="", help="CSS selector to scroll to the top before the shot")
+    ap.add_argument("--clip", action="append", default=[],
+                    help="CSS selector of a part to keep, or A~B for A's top to B's bottom (repeatable)")
+    ap.add_argument("--max-height", type=int, default=700, help="tallest part kept per --clip")
+    ap.add_argument("--colors", type=int, default=0, help="quantize to this many colours (smaller PNG)")
     args = ap.parse_args(argv)
     url = (args.report / "index.html").resolve().as_uri() + (f"#{args.hash}" if args.hash else "")
+    shots: list[Path] = []
     with Chromium(width=args.width, height=args.height) as browser:
         page = browser.open(url, wait="document.body && document.body.dataset.ready === '1'")
-        if args.scroll_to:
-            page.js(f"document.querySelector({json.dumps(args.scroll_to)}).scrollIntoView({{block: 'start'}})")
-        page.js(IMAGES_IN_VIEW_LOADED)
-        page.screenshot(args.out)
+        if not args.clip:
+            page.js(IMAGES_IN_VIEW_LOADED)
+            shots.append(page.screenshot(args.out))
+        for i, selector in enumerate(args.clip):
+            first, _, last = selector.partition("~")
+            page.js(f"document.querySelector({json.dumps(first)}).scrollIntoView({{block: 'start'}})")
+            page.js(IMAGES_IN_VIEW_LOADED)
+            top, bottom = page.js(
+                f"(() => {{ const a = document.querySelector({json.dumps(first)}).getBoundingClientRect(),"
+                f" b = document.querySelector({json.dumps(last or first)}).getBoundingClientRect();"
+                " return [a.top + scrollY, b.bottom + scrollY]; })()"
+            )
+            clip = {"x": 0, "y": top, "width": args.width, "height": min(bottom - top, args.max_height)}
+            shots.append(page.screenshot(args.out.with_name(f".{args.out.stem}.{i}.png"), clip=clip))
+    if args.clip or args.colors:
+        from PIL import Image
+
+        parts = [Image.open(p).convert("RGB") for p in shots]
+        sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), "white")
+        y = 0
+        for part in parts:
+            sheet.paste(part, (0, y))
+            y += part.height
+        if args.colors:
+            sheet = sheet.quantize(colors=args.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        sheet.save(args.out, optimize=True)
+        for p in shots:
+            if p != args.out:
+                p.unlink()
     print(args.out)
     return 0
 

@@ -63,7 +63,7 @@ def _is_report(out: Path) -> bool:
     return isinstance(data, dict) and str(data.get("schema", "")).startswith("spacemind-report/")
 
 
-def prepare_output(out: Path, inputs: list[Path]) -> None:
+def check_output(out: Path, inputs: list[Path]) -> None:
     """Refuse any DIR that is not new, empty or an earlier report, so no user file is replaced."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out} exists and is not a folder")
@@ -83,6 +83,10 @@ def prepare_output(out: Path, inputs: list[Path]) -> None:
                 f"--output {out} is a folder that is not empty and holds no spacemind report ({MARKER}); "
                 "give a new or empty folder"
             )
+
+
+def create_output(out: Path) -> None:
+    """DIR and its marker, written first so an interrupted build is still recognised as ours."""
     try:
         (out / "assets").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -158,8 +162,9 @@ def build_report(
     out = Path(output)
     compare_path = Path(compare) if compare is not None else None
     root = check_root(scenes_root) if scenes_root is not None else None
-    prepare_output(out, [p for p in (answers, compare_path, root) if p is not None])
+    check_output(out, [p for p in (answers, compare_path, root) if p is not None])
 
+    # Inputs are read before DIR is made: a bad answers file leaves nothing behind.
     run_a = load_run(answers, _label(answers, compare_path), cfg.benchmark)
     runs: list[Run] = [run_a]
     if compare_path is not None:
@@ -167,6 +172,7 @@ def build_report(
         runs.append(load_run(compare_path, _label(compare_path, answers), bench_b))
     model = build_model(runs)
     t_load = time.perf_counter()
+    create_output(out)
 
     requests = [SceneRequest(s.key, s.fields, s.indices) for s in model.scenes]
     tcfg = ThumbConfig(size=cfg.thumb_size, workers=cfg.workers)

@@ -251,9 +251,10 @@ def controls_html(runs: list[Run], model: PageModel) -> str:
     parts = [
         '<input id="f-search" type="search" placeholder="Search questions, answers, ids, scenes…" aria-label="search">',
         f'<select id="f-cat" aria-label="category">{_options([(c, f"{c} ({cats[c]})") for c in order], "All categories")}</select>',
-        f'<select id="f-ds" aria-label="dataset">{_options([(d, f"{d} ({n})") for d, n in sorted(dss.items())], "All datasets")}</select>',
         f'<select id="f-res" aria-label="result">{_options(res, "Any result")}</select>',
     ]
+    if len(dss) > 1:  # one dataset: nothing to choose
+        parts.insert(2, f'<select id="f-ds" aria-label="dataset">{_options([(d, f"{d} ({n})") for d, n in sorted(dss.items())], "All datasets")}</select>')
     if len(runs) > 1 and model.join:
         j = model.join
         cmp = [
@@ -270,9 +271,6 @@ def controls_html(runs: list[Run], model: PageModel) -> str:
     if len(runs) > 1:
         sorts += [("diff-a", "Sort: A better than B first"), ("diff-b", "Sort: B better than A first")]
     parts.append('<select id="f-sort" aria-label="sort">' + "".join(f'<option value="{v}">{e(t)}</option>' for v, t in sorts) + "</select>")
-    sizes = sorted({20, PAGE_SIZE, 100, 500})
-    parts.append('<select id="f-n" aria-label="page size">' + "".join(
-        f'<option value="{n}"{" selected" if n == PAGE_SIZE else ""}>{n} per page</option>' for n in sizes) + "</select>")
     parts.append('<button id="f-reset" type="button">Reset</button>')
     return f'<div class="controls">{"".join(parts)}</div>'
 
@@ -283,9 +281,15 @@ def _column_order(run: Run) -> list[str]:
     return [s.column for s in run.result.scores]
 
 
-def pager_html() -> str:
+def pager_html(top: bool) -> str:
+    sizes = "".join(
+        f'<option value="{n}"{" selected" if n == PAGE_SIZE else ""}>{n} per page</option>'
+        for n in sorted({20, PAGE_SIZE, 100, 500})
+    )
+    extra = f'<select id="f-n" aria-label="page size">{sizes}</select>' if top else ""
+    count = '<span id="count"></span>' if top else '<span class="grow"></span>'
     return (
-        '<div class="pager"><span id="count"></span><button class="prev" type="button">‹ previous</button>'
+        f'<div class="pager">{count}{extra}<button class="prev" type="button">‹ previous</button>'
         '<span class="page"></span><button class="next" type="button">next ›</button></div>'
     )
 
@@ -371,9 +375,9 @@ def render_index(title: str, subtitle: str, overview: str, controls: str, data: 
 <section id="browse">
 <h2>Questions</h2>
 {controls}
-{pager_html()}
+{pager_html(top=True)}
 <div id="list"><p class="empty-list">Loading… (this page needs JavaScript to list the questions)</p></div>
-{pager_html()}
+{pager_html(top=False)}
 </section>
 <footer>Built by <code>spacemind report</code>. Scores are those of <code>spacemind eval</code> with the official rules. Opens offline: everything is in this folder.</footer>
 </main>

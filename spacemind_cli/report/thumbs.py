@@ -251,7 +251,8 @@ def make_thumbnails(
         except (OSError, ValueError, RuntimeError, MemoryError) as exc:
             return SceneThumbs(req.key, UNREADABLE, f"scene {req.key}: {_reason(exc)}")
 
-    with ThreadPoolExecutor(max_workers=cfg.n_workers(), thread_name_prefix="thumbs") as pool:
+    pool = ThreadPoolExecutor(max_workers=cfg.n_workers(), thread_name_prefix="thumbs")
+    try:
         futures = {pool.submit(one, r): r for r in requests}
         for fut in as_completed(futures):
             res = fut.result()
@@ -261,6 +262,10 @@ def make_thumbnails(
                 counts["failed"] += res.status in (MISSING, UNREADABLE)
                 if progress:
                     progress({"done": len(out), "total": len(requests), "scene": res.key, **counts})
+    except BaseException:  # Ctrl-C or a full disk: stop now, do not work through the queue
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return out
 
 
