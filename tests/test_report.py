@@ -388,3 +388,45 @@ def test_bench_report_quick_runs_and_its_ratio_is_computed_from_its_values(tmp_p
     assert r["browser"]["open_ms_median"] > 0 and r["browser"]["dom_after_search"]["cards"] > 0
     text = out.read_text() + out.with_suffix(".md").read_text()
     assert str(tmp_path) not in text and "/tmp/" not in text  # no machine paths in results
+
+
+def test_sqa3d_run_scores_and_verdicts_come_from_the_sqa3d_scorer(tmp_path):
+    base = {"dataset": "synthetic", "scene_name": "room_0000", "situation": "I am sitting on the sofa.",
+            "answers": ["lamp", "a lamp"], "scene_key": "synthetic/room_0000", "frame_indices": FRAMES}
+    rows = [
+        dict(base, id=1, question="What is on the table?", prediction="the lamp"),  # normalised "lamp": EM 1
+        dict(base, id=2, question="What is on the table?", prediction="lamps"),  # "lamp" inside "lamps": EM 0, R1 1
+        dict(base, id=3, question="Is the lamp on?", prediction="chair", answers=["yes"]),  # EM 0, R1 0
+        dict(base, id=4, question="How many chairs?", prediction=None, answers=["two"]),  # no prediction
+    ]
+    answers = write_jsonl(tmp_path / "sqa3d_answers.jsonl", rows)
+    summary = build_report(answers, VIDEOS, tmp_path / "r", config=FAST)
+    assert summary["benchmark"] == "sqa3d"
+    got = {q["id"]: (q["cat"], q["r"][0]["v"], q["r"][0]["sc"], q["r"][0].get("r1"), q["r"][0]["m"])
+           for q in page_data(tmp_path / "r")["questions"]}
+    assert got == {"1": ("What", "right", 1.0, 1, "em"), "2": ("What", "partly", 0.0, 1, "em"),
+                   "3": ("Is", "wrong", 0.0, 0, "em"), "4": ("How", "wrong", 0.0, 0, "em")}
+    assert html_table(tmp_path / "r") == cli_table(invoke("eval", answers).output)
+
+
+def test_spbench_run_with_image_list_scenes(tmp_path):
+    images = [f"synthetic/room_0001/{i}.jpg" for i in (0, 10, 20, 30)]
+    base = {"dataset": "SPBench-SI", "scene_name": "room_0001", "images": images}
+    rows = [
+        dict(base, id=1, question_type="object_abs_distance", question="How far?", ground_truth="2.0", prediction="two"),
+        dict(base, id=2, question_type="object_rel_direction", question="Left or right?", options=["A. left", "B. right"],
+             ground_truth="B", prediction="Answer: B", frame_indices=[0, 1, 2, 3]),
+    ]
+    rows[0]["frame_indices"] = [0, 3]
+    answers = write_jsonl(tmp_path / "spbench_si.jsonl", rows)
+    summary = build_report(answers, EXAMPLES / "frames", tmp_path / "r", config=FAST)
+    assert summary["benchmark"] == "spbench" and summary["scene_status"] == {"ok": 1}
+    data = page_data(tmp_path / "r")
+    scene = data["scenes"][0]
+    assert scene["kind"] == "images" and scene["sets"] == [[0, 3], [0, 1, 2, 3]] and sorted(scene["th"]) == ["0", "1", "2", "3"]
+    q1, q2 = data["questions"]
+    # SpatialLadder reads number words ("two" -> 2: MRA 1) and strips "Answer:" before the letter
+    assert (q1["cat"], q1["part"], q1["r"][0]["v"], q1["r"][0]["s"]) == ("Abs. Dist.", "SPBench-SI", "right", "2")
+    assert (q2["cat"], q2["r"][0]["v"], q2["r"][0]["s"]) == ("Rel. Dir.", "right", "B")
+    assert q1["fs"] == [0] and q2["fs"] == [1]  # each question shows the frames it was answered from
+    assert html_table(tmp_path / "r") == cli_table(invoke("eval", answers).output)

@@ -76,6 +76,11 @@ class Page:
     def close(self) -> None:
         self.browser.send("Target.closeTarget", {"targetId": self.target})
 
+    def requests(self) -> list[str]:
+        """URLs this page has requested so far (the Network domain's requestWillBeSent events)."""
+        self.js("0")  # drain the events that arrived before now
+        return list(self.browser.requests.get(self.session, []))
+
     def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
         return self.browser.send(method, params, session=self.session, timeout=timeout)
 
@@ -149,6 +154,7 @@ class Chromium:
         self._profile = None
         self._next = 0
         self._buf = b""
+        self.requests: dict[str, list[str]] = {}  # session -> URLs requested
 
     # -- process ----------------------------------------------------------------------------
     def start(self) -> "Chromium":
@@ -218,6 +224,9 @@ class Chromium:
         deadline = time.monotonic() + timeout
         while True:
             reply = self._read(deadline)
+            if reply.get("method") == "Network.requestWillBeSent":
+                url = reply["params"]["request"]["url"]
+                self.requests.setdefault(reply.get("sessionId", ""), []).append(url)
             if reply.get("id") == self._next:
                 if "error" in reply:
                     raise BrowserError(f"{method}: {reply['error'].get('message')}")
@@ -244,6 +253,7 @@ class Chromium:
         page = Page(self, session, target)
         page.send("Page.enable")
         page.send("Runtime.enable")
+        page.send("Network.enable")
         page.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
