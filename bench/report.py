@@ -148,7 +148,10 @@ def browser_timings(report: Path, loads: int = 3) -> dict:
 def markdown(res: dict) -> str:
     w, c, wm, cmp_ = res["workload"], res["cold"], res["warm"], res["compare"]
     b = res["bytes"]
-    mb = lambda x: f"{x / 1e6:.2f} MB"  # noqa: E731
+
+    def mb(x: int) -> str:
+        return f"{x / 1e6:.2f} MB"
+
     lines = [
         "# spacemind report benchmark",
         "",

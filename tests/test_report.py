@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from report_support import EXAMPLES, FRAMES, example_rows, make_rows, page_data, write_jsonl
 from typer.testing import CliRunner
 
-from report_support import EXAMPLES, FRAMES, example_rows, make_rows, page_data, write_jsonl
 from spacemind_cli.cli.main import app
 from spacemind_cli.errors import InputError
 from spacemind_cli.eval import evaluate_file

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from report_support import EXAMPLES, make_rows, page_data, write_jsonl
+
 from spacemind_cli.report import ReportConfig, build_report
 from spacemind_cli.report.browser import IMAGES_IN_VIEW_LOADED, Chromium, find_chromium
 
@@ -71,7 +71,7 @@ def all_pages(page) -> tuple[list[str], list[str]]:
 
 
 def test_every_question_and_thumbnail_is_on_the_rendered_page(browser, sites):
-    site, summary = sites["single"]
+    site, _ = sites["single"]
     data = page_data(site)
     page = open_report(browser, site)
     try:
@@ -203,9 +203,9 @@ def test_compare_shows_where_the_runs_disagree(browser, sites):
 
 
 def test_screenshot_of_a_report_with_missing_scenes(browser, sites, tmp_path):
-    from PIL import Image
-
     import shutil
+
+    from PIL import Image
 
     root = tmp_path / "scenes" / "synthetic"
     root.mkdir(parents=True)

@@ -68,7 +68,7 @@ def find_chromium() -> str | None:
 
 
 class Page:
-    def __init__(self, browser: "Chromium", session: str, target: str):
+    def __init__(self, browser: Chromium, session: str, target: str):
         self.browser = browser
         self.session = session
         self.target = target
@@ -157,31 +157,28 @@ class Chromium:
         self.requests: dict[str, list[str]] = {}  # session -> URLs requested
 
     # -- process ----------------------------------------------------------------------------
-    def start(self) -> "Chromium":
+    def start(self) -> Chromium:
         self._profile = tempfile.mkdtemp(prefix="spacemind-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def fds():  # the child reads commands on fd 3 and writes replies on fd 4
-            # Move both ends above 4 first: a pipe end may already be fd 3 or 4 (dup2 onto itself
-            # would keep its close-on-exec flag, or one dup2 could overwrite the other end).
-            high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
-            high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-            os.dup2(high_r, 3)
-            os.dup2(high_w, 4)
-
-        args = [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        # Chromium reads commands on fd 3 and writes replies on fd 4. bash moves the pipe ends
+        # there just before exec'ing it, so no Python runs in the forked child (preexec_fn is
+        # unsafe in threaded programs). The ends are first moved above 9 so that neither is 3 or 4.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child_r, from_child_w)]
+        for fd in (to_child_r, from_child_w):
+            os.close(fd)
+        self._to_child, self._from_child = to_child_w, from_child_r
+        move = f'exec "$0" "$@" 3<&{high[0]} 4>&{high[1]} {high[0]}<&- {high[1]}>&-'
+        args = [shutil.which("bash") or "/bin/bash", "-c", move, self.executable, *FLAGS,
+                f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
                 f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=fds,
-            close_fds=False,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
+        try:
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=high
+            )
+        finally:
+            for fd in high:
+                os.close(fd)
         return self
 
     def close(self) -> None:
@@ -205,7 +202,7 @@ class Chromium:
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -218,9 +215,13 @@ class Chromium:
         if session:
             msg["sessionId"] = session
         data = json.dumps(msg).encode() + b"\0"
-        while data:
-            n = os.write(self._to_child, data)
-            data = data[n:]
+        try:
+            while data:
+                n = os.write(self._to_child, data)
+                data = data[n:]
+        except OSError as exc:
+            code = self.proc.poll() if self.proc is not None else None
+            raise BrowserError(f"Chromium is not running (exit code {code}): {exc}") from None
         deadline = time.monotonic() + timeout
         while True:
             reply = self._read(deadline)
