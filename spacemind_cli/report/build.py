@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import InputError, resource_error
 from ..eval.report import TITLES
-from ..jobs.output import atomic_write_text
+from ..files import atomic_write_text
 from ..scenes import check_root
 from . import page
 from .data import PageModel, Run, build_model, load_run

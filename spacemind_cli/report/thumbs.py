@@ -125,12 +125,10 @@ def _encode(frame, cfg: ThumbConfig) -> tuple[bytes, int, int]:
 
 
 def _write(out_dir: Path, rel: str, data: bytes) -> None:
-    from ..cache.fsutil import atomic_write
+    from ..files import atomic_write_bytes
 
-    final = out_dir / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
     # Not fsynced: a thumbnail is cheap to remake, and a torn one fails `_valid_jpeg` next time.
-    atomic_write(final, lambda tmp: Path(tmp).write_bytes(data), durable=False)
+    atomic_write_bytes(out_dir / rel, data, durable=False)
 
 
 def _reason(exc: BaseException) -> str:
