@@ -60,4 +60,5 @@ assert transformers.__version__ == "5.17.0", transformers.__version__
 EOF
 
 PYTHONPATH="$TARGET${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest -q -p no:cacheprovider \
-  tests/test_model.py tests/test_generation.py tests/test_transformers_drift.py tests/test_checkpoint_tools.py "$@"
+  tests/test_model.py tests/test_generation.py tests/test_transformers_drift.py tests/test_checkpoint_tools.py \
+  tests/test_prefix_attention.py tests/test_packing.py "$@"
