@@ -40,8 +40,9 @@ from torch import nn
 
 KWARG = "spacemind_prefix"  # the forward keyword carrying a DecodeSpec or a PackedSpec
 NAME = "spacemind_prefix"  # registered as f"{NAME}+{base}"
-# Scores materialised at once by `attend_lse` (fp32 elements): bounds decode's transient memory.
-SCORE_BUDGET = 1 << 24
+# Scores materialised at once by `attend_lse` (fp32 elements, 16 MiB): bounds decode's transient
+# memory whatever the batch (queries are chunked; a decode step at full size fits in one chunk).
+SCORE_BUDGET = 1 << 22
 _GQA_KWARG = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa
 
 
@@ -141,13 +142,16 @@ def attend_lse(
     step = max(1, SCORE_BUDGET // max(1, b * hk * s))
     outs, lses = [], []
     for i in range(0, m, step):
-        scores = torch.matmul(q[:, :, i : i + step].float(), kt) * scale  # [B, Hk, m, S]
+        scores = torch.matmul(q[:, :, i : i + step].float(), kt).mul_(scale)  # [B, Hk, m, S], the one big buffer
         if mask is not None:
-            scores = scores.masked_fill(~(mask if mask.shape[-2] == 1 else mask[..., i : i + step, :]), float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)  # [B, Hk, m]
-        finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-        outs.append(torch.matmul(torch.exp(scores - finite[..., None]), vf))
-        lses.append(lse)
+            scores.masked_fill_(~(mask if mask.shape[-2] == 1 else mask[..., i : i + step, :]), float("-inf"))
+        top = scores.amax(dim=-1, keepdim=True)  # [B, Hk, m, 1]; -inf where a query sees no key
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        weights = scores.sub_(top).exp_()  # in place: no second score-sized buffer
+        denom = weights.sum(dim=-1, keepdim=True)  # [B, Hk, m, 1]; 0 where a query sees no key
+        out = torch.matmul(weights, vf) / denom.clamp(min=torch.finfo(denom.dtype).tiny)  # 0 there
+        outs.append(out)
+        lses.append((top + denom.log()).squeeze(-1))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
