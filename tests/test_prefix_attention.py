@@ -4,6 +4,8 @@ against transformers' own full-sequence forward."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -86,6 +88,24 @@ def test_enable_changes_nothing_without_the_keyword(attn):
     after.append(generation.lm_forward(lm, x[:1, 6:], cache))
     for a, b in zip(before, after):
         assert torch.equal(a, b)
+
+
+def test_enable_registers_again_where_the_name_is_unknown(monkeypatch):
+    """A model whose config already names our function (unpickled in a fresh process, where
+    nothing is registered yet) works again after enable()."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    lm = _qwen2()
+    x = _x(1, 5, 48, seed=8)
+    want = lm(inputs_embeds=x).last_hidden_state
+    name = pa.enable(lm)
+    monkeypatch.delitem(AttentionInterface._global_mapping, name)
+    monkeypatch.delitem(AttentionMaskInterface._global_mapping, name)
+    with pytest.raises(KeyError, match=re.escape(name)):
+        lm(inputs_embeds=x)
+    assert pa.enable(lm) == name
+    assert torch.equal(lm(inputs_embeds=x).last_hidden_state, want)
 
 
 def test_enable_refuses_an_unknown_base():

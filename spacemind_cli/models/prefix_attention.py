@@ -81,13 +81,13 @@ def enable(lm: nn.Module) -> str:
 
     config = lm.config
     current = config._attn_implementation or "eager"
-    if current.startswith(NAME + "+"):
-        return current
-    if current not in ("eager", "sdpa") and "flash" not in current:
-        raise ValueError(f"shared-prefix attention supports eager, sdpa and flash bases, not {current!r}")
-    name = f"{NAME}+{current}"
-    AttentionInterface.register(name, functools.partial(_attention, base=current))
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[current])
+    base = current.removeprefix(NAME + "+")  # already ours (e.g. a model unpickled in a new process)
+    if base not in ("eager", "sdpa") and "flash" not in base:
+        raise ValueError(f"shared-prefix attention supports eager, sdpa and flash bases, not {base!r}")
+    name = f"{NAME}+{base}"
+    if name not in AttentionMaskInterface._global_mapping:  # registrations are process-wide
+        AttentionInterface.register(name, functools.partial(_attention, base=base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     config._attn_implementation = name
     return name
 
