@@ -63,7 +63,8 @@ def _trainable_model(checkpointing: bool) -> SpaceMind:
     sm = SpaceMind(config, vggt, model, tokenizer, fusion)
     sm.train()
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()  # the new name from transformers 5.2x; 5.17 has only gradient_checkpointing_enable
     return sm
 
 
