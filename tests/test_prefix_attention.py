@@ -108,6 +108,16 @@ def test_enable_registers_again_where_the_name_is_unknown(monkeypatch):
     assert torch.equal(lm(inputs_embeds=x).last_hidden_state, want)
 
 
+def test_a_flash_attention_lm_runs_its_other_calls_through_sdpa():
+    """transformers' flash integration reads its kernel from the config's name, which enable()
+    replaces: a flash-attn LM gets sdpa as the base (no flash-attn needed to check it here)."""
+    lm, ref = _qwen2("sdpa"), _qwen2("sdpa")
+    lm.config._attn_implementation = "flash_attention_2"
+    assert pa.enable(lm) == "spacemind_prefix+sdpa"
+    x = _x(1, 7, 48, seed=9)
+    assert torch.equal(lm(inputs_embeds=x).last_hidden_state, ref(inputs_embeds=x).last_hidden_state)
+
+
 def test_enable_refuses_an_unknown_base():
     lm = _qwen2()
     lm.config._attn_implementation = "flex_attention"

@@ -17,7 +17,8 @@ Every question about a scene shares its visual prefix (system prompt + all frame
   checkpointing.
 
 How it plugs into transformers (5.17 .. 5.24 checked): `enable(lm)` registers an attention
-function under `spacemind_prefix+<base>` (base: the model's own implementation, e.g. "sdpa") with
+function under `spacemind_prefix+<base>` (base: the model's own implementation, "sdpa" or
+"eager"; a flash-attn LM becomes "sdpa", see `enable`) with
 `AttentionInterface`, the base's mask function under the same name with `AttentionMaskInterface`,
 and points the LM config at that name. The function runs the base implementation unchanged
 unless the forward call carries the keyword `KWARG` (keyword arguments of the decoder's forward
@@ -30,6 +31,7 @@ separate packed sequences).
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -37,6 +39,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 KWARG = "spacemind_prefix"  # the forward keyword carrying a DecodeSpec or a PackedSpec
 NAME = "spacemind_prefix"  # registered as f"{NAME}+{base}"
@@ -82,7 +86,12 @@ def enable(lm: nn.Module) -> str:
     config = lm.config
     current = config._attn_implementation or "eager"
     base = current.removeprefix(NAME + "+")  # already ours (e.g. a model unpickled in a new process)
-    if base not in ("eager", "sdpa") and "flash" not in base:
+    if "flash" in base:
+        # transformers' flash integration picks its kernel from the config's name, which we
+        # replace: the LM's other calls go through torch SDPA (its own flash kernel on CUDA).
+        log.info("shared-prefix attention: the LM's %s calls now run through sdpa", base)
+        base = "sdpa"
+    if base not in ("eager", "sdpa"):
         raise ValueError(f"shared-prefix attention supports eager, sdpa and flash bases, not {base!r}")
     name = f"{NAME}+{base}"
     if name not in AttentionMaskInterface._global_mapping:  # registrations are process-wide
@@ -133,7 +142,11 @@ def attend_lse(
 
     q [B, Hk, M, D], k/v [B, Hk, S, D], mask bool broadcastable to [B, Hk, M, S] (True = attend)
     -> out [B, Hk, M, D] fp32, lse [B, Hk, M] fp32 (-inf, and out 0, where a query sees no key).
-    Queries are processed in chunks so at most SCORE_BUDGET scores exist at once.
+    Queries are processed in chunks so at most SCORE_BUDGET scores exist at once. Inputs are
+    upcast to fp32 (scores rounded to bf16 would move the softmax by ~1%): in bf16 a step reads
+    the prefix and an fp32 copy of it per layer, once per batch rather than once per row. A
+    fused kernel that returns the log-sum-exp (e.g. flash-attn's `flash_attn_with_kvcache(...,
+    return_softmax_lse=True)`) would save that copy; not used, as flash-attn is optional.
     """
     b, hk, m, _ = q.shape
     s = k.shape[2]
