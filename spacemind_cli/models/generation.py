@@ -93,10 +93,12 @@ def decode_batch(
     suffix, then its generated tokens) live in a batch cache; a row's attention is the exact
     log-sum-exp merge of attention over the prefix and over its own suffix.
 
-    Equality with answering alone: the token ids equal transformers' `generate` on each full
-    prompt in fp32 (tests/test_generation.py). The logits are not bit-identical to it (the
-    prefix/suffix split and the batch reduce in a different order, ~1e-6 relative), so in bf16,
-    where rounding is ~1e-2, a rare near-tie between the top two tokens can flip a token.
+    Equality with answering alone: in fp32 the token ids equal those of transformers' `generate`
+    on each full prompt (tests/test_generation.py, tests/test_model.py). The logits themselves
+    are not bit-identical to it: the prefix/suffix split and the batch sum in a different order,
+    so they agree to ~1e-6 relative, and a token flips only where the top two logits tie that
+    closely (not seen in fp32). In bf16 the rounding is ~1e-2, so rare near-ties can flip a
+    token between batched and alone.
 
     stats, if given, receives the key/value bytes held: prefix_kv_bytes (shared, once) and
     suffix_kv_bytes (this batch's own cache at the end).
