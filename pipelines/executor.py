@@ -10,6 +10,7 @@ travel through the object store); items carry only paths, questions and uint8 fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -25,9 +26,17 @@ log = logging.getLogger(__name__)
 
 # Fractions of a CPU: on small machines a pool of whole-CPU actors starves the load tasks.
 LOAD_TASK_CPUS = 0.5  # decoding is CPU-bound: more concurrent decoders than cores only thrash
-CPU_ACTOR_CPUS = 0.5
+CPU_ACTOR_CPUS = 0.5  # the least a CPU model actor reserves
+LOAD_RESERVE_CPUS = 1.0  # left to the load tasks when CPU model actors size their share
 GPU_ACTOR_CPUS = 1.0
 ACTOR_RESTARTS = 3  # Ray's default is to restart forever; a scene that kills actors must end
+
+
+def cpu_actor_share(total_cpus: float, largest_node_cpus: float, actors: int) -> float:
+    """CPUs each CPU model actor reserves: an equal share of the cluster's CPUs after the load
+    tasks' reserve, in whole CPUs, no more than one node can give, at least CPU_ACTOR_CPUS."""
+    share = min((total_cpus - LOAD_RESERVE_CPUS) // max(1, actors), largest_node_cpus - LOAD_RESERVE_CPUS)
+    return max(CPU_ACTOR_CPUS, float(int(share)))
 
 
 class RayExecutor:
@@ -60,6 +69,12 @@ class RayExecutor:
         from ray.data import ActorPoolStrategy, DataContext
 
         items = list(items)
+        actors = min(self.pool_size, max(1, len(items)))
+        actor_cpus = GPU_ACTOR_CPUS if self.use_gpu else self.cpu_actor_share(actors)
+        if not self.use_gpu and settings.cpu_threads is None:
+            # torch threads = the CPUs this actor reserved, never the driver's count: several
+            # actors per node, or nodes unlike the driver, must not oversubscribe their cores.
+            settings = dataclasses.replace(settings, cpu_threads=max(1, int(actor_cpus)))
         ray_runtime.quiet_ray_data_console()
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False  # the CLI shows its own
@@ -79,11 +94,11 @@ class RayExecutor:
             ds = ds.map_batches(
                 ModelStage,
                 fn_constructor_kwargs={"settings": settings, "mode": mode},
-                compute=ActorPoolStrategy(size=min(self.pool_size, max(1, len(items)))),
+                compute=ActorPoolStrategy(size=actors),
                 batch_size=self.items_per_call,
                 batch_format="numpy",
                 num_gpus=1 if self.use_gpu else 0,
-                num_cpus=GPU_ACTOR_CPUS if self.use_gpu else CPU_ACTOR_CPUS,
+                num_cpus=actor_cpus,
                 max_restarts=ACTOR_RESTARTS,
                 max_task_retries=ACTOR_RESTARTS,
             )
@@ -99,6 +114,9 @@ class RayExecutor:
             msg = " ".join(str(exc).split())
             raise ResourceError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
         return {"executor": self.name, "actors": self.pool_size, "gpus": self.use_gpu}
+
+    def cpu_actor_share(self, actors: int) -> float:
+        return cpu_actor_share(*ray_runtime.cluster_cpus(), actors)
 
     def close(self) -> None:
         if self.started:

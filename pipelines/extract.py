@@ -21,6 +21,8 @@ def run(
     num_frames: int | None = None,
     sampling: str | None = None,
     dtype: str = "auto",
+    vggt_weights: str = "fp32",
+    cpu_threads: int | None = None,
     device: str | None = None,
     trusted_paths=(),
     progress=None,
@@ -34,9 +36,12 @@ def run(
         items_per_call=batch_size,
         device=device,
         dtype=dtype,
+        vggt_weights=vggt_weights,
+        cpu_threads=cpu_threads,
         num_frames=num_frames,
         sampling=sampling,
         trusted_paths=trusted_paths,
         cache=str(cache),
+        verify_cached=True,
     ) as (ex, settings):
         return run_extract(scenes_root, settings=settings, executor=ex, questions=questions, progress=progress)

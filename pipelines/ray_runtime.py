@@ -62,6 +62,14 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
+def cluster_cpus() -> tuple[float, float]:
+    """(CPUs in the cluster, CPUs of its largest alive node)."""
+    import ray
+
+    per_node = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return float(ray.cluster_resources().get("CPU", 0)), max(per_node, default=0.0)
+
+
 def shutdown() -> None:
     import ray
 

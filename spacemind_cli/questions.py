@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import InputError
 
@@ -183,6 +184,37 @@ def _row_problem(row: Any, require_scene: bool) -> str | None:
     return None
 
 
+def questions_from_records(
+    source: str, records: Iterable[tuple[int, Any, str | None]], *, require_scene: bool = True
+) -> QuestionSet:
+    """Validate already-parsed rows, each as (line, value or None, parse error or None), into a
+    QuestionSet: the per-row rules of :func:`read_questions` (ids, duplicates, scenes), shared
+    with readers that get their rows some other way (training files)."""
+    result = QuestionSet(source=source)
+    seen: dict[str, int] = {}
+    for line, row, error in records:
+        qid = None
+        if isinstance(row, dict):
+            raw_id = row.get("id", row.get("question_id"))
+            qid = None if raw_id is None else str(raw_id)
+        if error is None:
+            error = _row_problem(row, require_scene)
+        if error is None and qid is not None and qid in seen:
+            error = f"duplicate id {qid!r} (first seen on line {seen[qid]}); this row is skipped"
+        if error is not None:
+            result.problems.append(Problem(source, line, qid, error, row if isinstance(row, dict) else None))
+            continue
+        if qid is None:
+            qid = f"line-{line}"
+            if qid in seen:  # an earlier row has this very id: two answers would share it
+                error = f"has no id, and its line-based id {qid!r} is taken by line {seen[qid]}; this row is skipped"
+                result.problems.append(Problem(source, line, None, error, row))
+                continue
+        seen[qid] = line
+        result.questions.append(Question(len(result.questions), qid, row, source, line))
+    return result
+
+
 def read_questions(path: str | os.PathLike, *, require_scene: bool = True) -> QuestionSet:
     """Read and validate a question file.
 
@@ -195,28 +227,7 @@ def read_questions(path: str | os.PathLike, *, require_scene: bool = True) -> Qu
     if path.is_dir():
         raise InputError(f"question file {path} is a directory")
     reader = _reader(path)
-    result = QuestionSet(source=str(path))
-    seen: dict[str, int] = {}
-    for line, row, error in reader(path):
-        qid = None
-        if isinstance(row, dict):
-            raw_id = row.get("id", row.get("question_id"))
-            qid = None if raw_id is None else str(raw_id)
-        if error is None:
-            error = _row_problem(row, require_scene)
-        if error is None and qid is not None and qid in seen:
-            error = f"duplicate id {qid!r} (first seen on line {seen[qid]}); this row is skipped"
-        if error is not None:
-            result.problems.append(Problem(str(path), line, qid, error, row if isinstance(row, dict) else None))
-            continue
-        if qid is None:
-            qid = f"line-{line}"
-            if qid in seen:  # an earlier row has this very id: two answers would share it
-                error = f"has no id, and its line-based id {qid!r} is taken by line {seen[qid]}; this row is skipped"
-                result.problems.append(Problem(str(path), line, None, error, row))
-                continue
-        seen[qid] = line
-        result.questions.append(Question(len(result.questions), qid, row, str(path), line))
+    result = questions_from_records(str(path), reader(path), require_scene=require_scene)
     if not result.questions and not result.problems:
         raise InputError(f"question file {path} holds no questions")
     return result

@@ -73,7 +73,9 @@ def ray_status() -> str:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         return f"ray {ray.__version__}; RAY_ADDRESS={address} (answer/extract join it unless given --ray-address)"
-    current = Path("/tmp/ray/ray_current_cluster")
+    # Ray writes the address of a cluster started on this machine under its temp dir, which
+    # RAY_TMPDIR moves (default /tmp/ray).
+    current = Path(os.environ.get("RAY_TMPDIR") or "/tmp/ray") / "ray_current_cluster"
     if current.exists():
         return f"ray {ray.__version__}; a cluster was started on this machine at {current.read_text().strip()}"
     return f"ray {ray.__version__}; no cluster running (answer/extract start an embedded one)"

@@ -146,13 +146,20 @@ def test_resume_skips_answered_questions_and_completes_the_rest(baseline, tiny_c
 
 
 def test_changed_settings_are_not_resumed(baseline, tiny_ckpt, examples, tmp_path):
+    """Settings change between runs into one output: the output holds every question, all made
+    with the new settings; the old answers are kept apart and come back with the old settings."""
     out = tmp_path / "a.jsonl"
-    run(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
-        executor="local", num_frames=8)
-    again = run(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
-                executor="local", num_frames=16)
-    assert again["resumed"] == 0 and again["answered"] == 68
-    assert {r["frames_used"] for r in read_rows(out)} == {16}
+    kw = dict(checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"), executor="local")
+    first = run(examples / "videos", num_frames=8, **kw)
+    assert first["answered"] == 68 and first["other_settings_kept"] == 0
+    again = run(examples / "videos", num_frames=16, **kw)
+    assert again["resumed"] == 0 and again["answered"] == 68 and again["other_settings_kept"] == 68
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == [q["id"] for q in read_rows(examples / "questions.jsonl")]
+    assert {r["frames_used"] for r in rows} == {16}
+    back = run(examples / "videos", num_frames=8, **kw)
+    assert back["resumed"] == 68 and back["answered"] == 0
+    assert len(read_rows(out)) == 68 and {r["frames_used"] for r in read_rows(out)} == {8}
 
 
 def test_a_failing_scene_is_reported_and_the_others_answered(tiny_ckpt, examples, tmp_path):

@@ -159,3 +159,16 @@ def test_cpu_bench_quick_smoke(tmp_path):
 
     md = out.with_suffix(".md").read_text()
     assert "vs baseline" in md and "Where the time goes" in md
+
+
+def test_vggt_precision_bench_measures_the_half_weight_opt_in(tmp_path):
+    out = tmp_path / "vggt_precision.json"
+    _run(["bench.vggt_precision", "--quick", "--repeats", "1", "--out", str(out)], tmp_path, timeout=300)
+    r = json.loads(out.read_text())
+    w = r["vggt_1b_weights"]
+    assert w["fp32_bytes"] == 2 * w["half_bytes"] == 4 * w["parameters"]
+    assert 1.0e9 < w["parameters"] < 1.3e9  # VGGT-1B's aggregator + camera head
+    assert all(_pos(v) for v in r["relative_deviation_of_half"].values())
+    t = r["cpu_forward_s"]
+    assert t["half_vs_reference"] == t["reference"] / t["half"]
+    assert "GiB saved" in out.with_suffix(".md").read_text()

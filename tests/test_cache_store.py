@@ -274,6 +274,32 @@ def test_flipped_tensor_byte_is_detected(cache: FeatureCache) -> None:
     assert bad_path == path and "checksum" in reason
 
 
+def test_a_tensor_dropped_from_the_row_is_detected(cache: FeatureCache) -> None:
+    """The row's tensor list and specs must equal the footer's copy: an entry rewritten without
+    one tensor (checksums of the rest still right) is corrupt, never served one tensor short."""
+    tensors = _tensors()
+    path = cache.put(KEY, _meta(), tensors, fingerprint="fp")
+    victim = sorted(tensors)[0]
+    table = pq.read_table(path)
+    kv = table.schema.metadata
+    keep = [n for n in table.column_names if n != victim and not n.startswith(f"{victim}__")]
+    table = table.select(keep)
+    names = [n for n in table.column("tensor_names")[0].as_py() if n != victim]
+    table = table.set_column(table.column_names.index("tensor_names"), "tensor_names", pa.array([names], pa.list_(pa.string())))
+    pq.write_table(table.replace_schema_metadata(kv), path)
+    with pytest.raises(CacheError, match="lists tensors"):
+        cache.get(KEY)
+
+
+def test_a_caller_can_require_its_tensor_set(cache: FeatureCache) -> None:
+    tensors = _tensors()
+    cache.put(KEY, _meta(), tensors, fingerprint="fp")
+    assert set(cache.get(KEY, tensor_names=list(tensors)).tensors) == set(tensors)
+    with pytest.raises(CacheError, match="expected"):
+        cache.get(KEY, tensor_names=[*tensors, "another"])
+    assert "expected" in cache.check(KEY, tensor_names=sorted(tensors)[1:])
+
+
 def test_wrong_schema_version_entry(cache: FeatureCache) -> None:
     path = cache.put(KEY, _meta(), _tensors(), fingerprint="fp")
     table = pq.read_table(path)

@@ -174,3 +174,22 @@ def test_plot_writes_a_png_with_compare_and_references(tmp_path):
     _check_png(out)
     _check_png(plot(sqa_result(), tmp_path / "sqa.png"))
     _check_png(plot(spb_result(), tmp_path / "sp.png", references=False))
+
+
+def test_compare_accepts_an_answers_file_and_explains_anything_else(tmp_path):
+    """`eval A --compare B.jsonl`: B is scored the same way; a file that is neither a scores JSON
+    nor an answers file gets a message saying what --compare takes (not "invalid JSON")."""
+    from spacemind_cli.eval import evaluate_file
+
+    rows = [{"id": i, "dataset": "scannet", "scene_name": "s", "question_type": "object_counting",
+             "question": "How many?", "ground_truth": "2", "prediction": p} for i, p in enumerate(["2", "3", "2"])]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    b.write_text("".join(json.dumps({**r, "prediction": "2"}) + "\n" for r in rows))
+    result = evaluate_file(a)
+    text = _render(render_table(result, compare=[b], references=False))
+    assert "b" in text and "100.0" in text
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not json at all\n{")
+    with pytest.raises(InputError, match="neither a scores JSON written by `spacemind eval --json` nor an answers file"):
+        render_table(result, compare=[junk])

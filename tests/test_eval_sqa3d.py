@@ -50,17 +50,34 @@ def test_clean_answer(raw, clean):
         ("chair", ["table"], (0, 0)),
         ("chair", ["table", "chair"], (1, 1)),
         ("table", ["tables", "table"], (0, 1)),  # LEO stops at the first containment
-        ("", ["table"], (0, 0)),  # our decision: an empty prediction never matches
-        ("table", ["", "chair"], (0, 0)),  # and an empty answer is skipped
+        ("", ["table"], (0, 1)),  # LEO: "" is contained in every answer
+        ("table", ["", "chair"], (0, 1)),  # and an empty answer in every prediction
+        ("", ["", "chair"], (1, 1)),  # equal empties
     ],
 )
-def test_answer_match(pred, gts, expected):
+def test_answer_match_is_leos(pred, gts, expected):
     assert answer_match(pred, gts) == expected
 
 
-def test_leo_empty_variant_reproduces_the_literal_code():
-    assert answer_match("", ["table"], empty_matches=True) == (0, 1)
-    assert answer_match("table", ["", "chair"], empty_matches=True) == (0, 1)
+def test_nonempty_variant_never_matches_empty_strings():
+    assert answer_match("", ["table"], empty_matches=False) == (0, 0)
+    assert answer_match("table", ["", "chair"], empty_matches=False) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "pred, answers, expected",
+    [
+        ("left\n", ["left"], (1, 1)),  # LEO strips the model's text: without it, EM@1 would miss
+        ("\tleft ", ["left"], (1, 1)),
+        (" \n ", ["left"], (0, 1)),  # empty after stripping: contained in every answer
+        ("?!", ["left"], (0, 1)),  # empty after normalisation
+        ("left", ["?"], (0, 1)),  # an answer that normalises to nothing
+        ("two chairs", ["2"], (0, 1)),  # "2" -> "two", contained
+    ],
+)
+def test_rows_are_scored_as_leos_evaluator_does(pred, answers, expected):
+    [row] = evaluate_records([_rec(1, "What is it?", {"answers": answers}, pred)], "sqa3d", source="s.jsonl").samples
+    assert (row["em"], row["em_refined"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -104,12 +121,12 @@ def test_em_and_breakdown_by_hand():
         _rec(3, "Is the door open?", {"answers": [{"answer": "yes"}]}, "no"),  # 0, 0
         _rec(4, "How many chairs are there?", {"ground_truth": "two"}, "2"),  # 1, 1
         _rec(5, "Can I reach the lamp?", {"answers": ["yes"]}, None),  # missing: 0, 0
-        _rec(6, "Which way is the bed?", {"answers": ["left"]}, ""),  # empty: 0, 0
+        _rec(6, "Which way is the bed?", {"answers": ["left"]}, ""),  # empty: 0, 1 (LEO), 0, 0 (nonempty)
         _rec(7, "Where is the sink?", {"answers": ["behind me"]}, "the sink is behind me"),  # 0, 1
     ]
     r = evaluate_records(rows, "sqa3d", source="sqa.jsonl")
     assert r.official["em_overall"] == pytest.approx(100 * 2 / 7)
-    assert r.official["em_refined_overall"] == pytest.approx(100 * 4 / 7)
+    assert r.official["em_refined_overall"] == pytest.approx(100 * 5 / 7)
     assert r.official["em_type0"] == pytest.approx(50.0) and r.official["em_refined_type0"] == pytest.approx(100.0)
     assert r.official["em_type1"] == 0.0
     assert r.official["em_type2"] == 100.0
@@ -118,10 +135,14 @@ def test_em_and_breakdown_by_hand():
     assert counts == {"What": 2, "Is": 1, "How": 1, "Can": 1, "Which": 1, "Others": 1}
     assert r.n_missing_prediction == 1
     assert any("empty after normalisation" in n for n in r.notes)
-    # leo-empty: the empty prediction of row 6 now counts for EM@R1
-    r2 = evaluate_records(rows, "sqa3d", "leo-empty", source="sqa.jsonl")
-    assert r2.official["em_refined_overall"] == pytest.approx(100 * 5 / 7)
+    # nonempty: the empty prediction of row 6 no longer counts for EM@R1
+    r2 = evaluate_records(rows, "sqa3d", "nonempty", source="sqa.jsonl")
+    assert r2.official["em_refined_overall"] == pytest.approx(100 * 4 / 7)
     assert r2.official["em_overall"] == r.official["em_overall"]
+    assert r2.variant == "nonempty"
+    # leo-empty, the old name of the official rule, changes nothing and says so
+    r3 = evaluate_records(rows, "sqa3d", "leo-empty", source="sqa.jsonl")
+    assert r3.official == r.official and any("official SQA3D rule" in n for n in r3.notes)
 
 
 def test_types_without_questions_are_empty_not_zero():

@@ -30,7 +30,7 @@ def rows(path: Path) -> list[dict]:
 def local_answers(tiny_ckpt, examples, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "a.jsonl"
     run_answer(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
-               executor="local")
+               executor="local", cpu_threads=1)
     return out
 
 
@@ -56,7 +56,7 @@ def test_ray_answers_equal_local_and_survive_a_killed_actor(tiny_ckpt, examples,
     cache = tmp_path / "cache"
     callback, state = _kill_model_actor_once()
     summary = run_answer(examples / "videos", checkpoint=tiny_ckpt, output=out, questions=str(examples / "questions.jsonl"),
-                         executor="ray", cache=cache, progress=callback)
+                         executor="ray", cache=cache, progress=callback, cpu_threads=1)
     assert state["killed"], "no model actor process was found to kill"
     assert summary["answered"] == 68 and summary["failed"] == 0
     assert rows(out) == rows(local_answers)
@@ -66,9 +66,9 @@ def test_ray_answers_equal_local_and_survive_a_killed_actor(tiny_ckpt, examples,
 def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples, tmp_path):
     ray_cache, local_cache = tmp_path / "ray", tmp_path / "local"
     callback, state = _kill_model_actor_once()
-    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", batch_size=2,
+    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", batch_size=2, cpu_threads=1,
                         progress=callback)
-    s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local")
+    s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local", cpu_threads=1)
     assert s_ray["encoded"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
     ray_files = {p.name: p.read_bytes() for p in ray_cache.glob("entries/*/*.parquet")}
     local_files = {p.name: p.read_bytes() for p in local_cache.glob("entries/*/*.parquet")}
@@ -106,7 +106,7 @@ def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, t
         proc = subprocess.run(
             [sys.executable, "-m", "spacemind_cli", "answer", str(examples / "videos"),
              "--questions", str(examples / "questions.jsonl"), "--checkpoint", str(tiny_ckpt),
-             "--output", str(out), "--ray-address", f"127.0.0.1:{port}", "--actors", "2"],
+             "--output", str(out), "--ray-address", f"127.0.0.1:{port}", "--actors", "2", "--threads", "1"],
             capture_output=True, text=True, env=env, timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,6 +4,11 @@ The stage code computes the keys; this package only stores and fetches entries b
 See ``store.py`` for the on-disk layout (the contract).
 """
 
-from spacemind_cli.cache.store import SCHEMA_VERSION, CacheEntry, EntryInfo, FeatureCache
+from spacemind_cli.cache.store import (
+    SCHEMA_VERSION,
+    CacheEntry,
+    EntryInfo,
+    FeatureCache,
+)
 
 __all__ = ["SCHEMA_VERSION", "CacheEntry", "EntryInfo", "FeatureCache"]

@@ -7,29 +7,14 @@ Layout (the contract; any Arrow reader can open it)::
     ROOT/entries/<key[:2]>/<key>.parquet        one entry: ONE row, ONE row group
     ROOT/entries/<key[:2]>/.<key>.parquet.<host>.<pid>.<rand>.tmp   in-flight write (readers skip)
 
-Columns of an entry, scalar columns first, then one raw-bytes blob per tensor::
-
-    key, scene_key, dataset, scene_name, source_path, frame_indices, num_frames, requested_frames,
-    image_sizes, dtype, fingerprint, schema_version, created, spacemind_version, tensor_names,
-    nbytes, meta_json, meta_checksum,
-    <t>__shape list<int64>, <t>__dtype string, <t>__checksum string   (for each tensor t)
-    <t> large_binary                                                  (for each tensor t)
-
-- The well-known meta keys above get typed (nullable) columns with a fixed type, so
-  ``read_parquet('ROOT/entries/**/*.parquet')`` sees one schema across entries (a value that does
-  not fit its column type leaves the column null, with a warning); ``meta_json`` holds
-  the whole ``meta`` dict exactly (ints stay ints, floats round-trip bit-exactly) and is what
-  ``get`` returns. Other meta keys are queryable with ``json_extract(meta_json, '$.k')``.
-- Tensor blobs are the tensor's little-endian bytes (bf16 as its raw 16-bit patterns, tag
-  ``bfloat16``), PLAIN encoded (no dictionary), uncompressed unless ``compression=`` is asked for,
-  no statistics. ``<t>__checksum`` is ``crc32:<hex>`` of the blob (see ``tensors.py`` for why).
-- The Parquet key-value metadata repeats what ``entries()`` needs (``spacemind.schema_version``,
-  ``spacemind.key``, ``spacemind.fingerprint``, ``spacemind.created``, ``spacemind.meta``,
-  ``spacemind.tensors``), so listing reads only file footers.
+Each entry file's format (columns, footer metadata, how a read is verified) is ``entry.py``'s.
+The well-known meta keys get typed (nullable) columns with a fixed type, so
+``read_parquet('ROOT/entries/**/*.parquet')`` sees one schema across entries; ``meta_json`` holds
+the whole ``meta`` dict exactly and is what ``get`` returns. Listing reads only file footers.
 
 Writes are atomic (temp file + fsync + ``os.replace``, see ``fsutil.py``); a reader sees a whole
-entry or none. ``get`` verifies size and checksum of every tensor and raises ``CacheError`` on any
-mismatch; the caller recomputes and overwrites.
+entry or none. ``get`` returns exactly the meta and tensors that were written, or raises
+``CacheError``; the caller recomputes and overwrites.
 """
 
 from __future__ import annotations
@@ -46,52 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from spacemind_cli import __version__ as SPACEMIND_VERSION
+from spacemind_cli.cache import entry as entry_format
 from spacemind_cli.cache import fsutil
 from spacemind_cli.cache import tensors as tcodec
+from spacemind_cli.cache.entry import KV, LAYOUT, SCHEMA_VERSION
 from spacemind_cli.errors import CacheError, ResourceError, resource_error
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-LAYOUT = "parquet-entry-per-file"
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"
 ENTRIES = "entries"
 SUFFIX = ".parquet"
 
-_KV = "spacemind."
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,199}$")
-_TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-_SPEC_SUFFIXES = ("__shape", "__dtype", "__checksum")
-
-# Well-known meta keys with a typed column each (nullable, same type in every entry).
-_META_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("scene_key", pa.string()),
-    ("dataset", pa.string()),
-    ("scene_name", pa.string()),
-    ("source_path", pa.string()),
-    ("frame_indices", pa.list_(pa.int64())),
-    ("num_frames", pa.int64()),
-    ("requested_frames", pa.int64()),
-    ("image_sizes", pa.list_(pa.list_(pa.int64()))),
-    ("dtype", pa.string()),
-]
-_STORE_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("fingerprint", pa.string()),
-    ("schema_version", pa.int32()),
-    ("created", pa.float64()),
-    ("spacemind_version", pa.string()),
-    ("tensor_names", pa.list_(pa.string())),
-    ("nbytes", pa.int64()),
-    ("meta_json", pa.string()),
-    ("meta_checksum", pa.string()),
-]
-_RESERVED = {"key"} | {n for n, _ in _STORE_COLUMNS}
 
 
 @dataclass
@@ -120,64 +77,8 @@ class EntryInfo:
     error: str | None = None  # set when the footer cannot be read or describes a foreign schema
 
 
-class _Corrupt(Exception):
-    """Internal: an entry that exists but cannot be trusted; ``str`` is the one-line reason."""
-
-
 def _corrupt_error(path: Path, reason: str) -> CacheError:
     return CacheError(f"corrupt cache entry {path}: {reason}")
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _dump_json(obj: Any, what: str) -> str:
-    try:
-        return json.dumps(obj, default=_json_default, sort_keys=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must hold only scalars, strings and lists: {_short(exc)}") from None
-
-
-def _fits(value: Any, typ: pa.DataType) -> bool:
-    """Whether ``value`` converts to ``typ`` exactly (pyarrow alone would truncate 1.5 to 1)."""
-    if pa.types.is_list(typ):
-        return isinstance(value, list) and all(v is None or _fits(v, typ.value_type) for v in value)
-    if pa.types.is_string(typ):
-        return isinstance(value, str) and _utf8(value)
-    if pa.types.is_int64(typ):
-        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-    return False
-
-
-def _utf8(text: str) -> bool:
-    """False for text Arrow cannot store: lone surrogates, e.g. a file name that is not UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _leaf_paths(f: pa.Field) -> list[str]:
-    """Parquet column paths of an Arrow field (per-column writer options are keyed by them)."""
-    t = f.type
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return [f"{f.name}.list.{p}" for p in _leaf_paths(pa.field("element", t.value_type))]
-    return [f.name]
 
 
 def _manifest_error(path: Path, reason: str) -> CacheError:
@@ -227,7 +128,7 @@ class FeatureCache:
         try:
             m = json.loads(text)
         except ValueError as exc:
-            raise _manifest_error(path, f"invalid JSON ({_short(exc)})") from None
+            raise _manifest_error(path, f"invalid JSON ({entry_format.short(exc)})") from None
         if not isinstance(m, dict):
             raise _manifest_error(path, "not a JSON object")
         version = m.get("schema_version")
@@ -242,7 +143,7 @@ class FeatureCache:
         return m
 
     def _write_manifest(self, m: dict) -> None:
-        data = (json.dumps(m, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+        data = (json.dumps(m, indent=2, sort_keys=True, default=entry_format.json_default) + "\n").encode()
         fsutil.atomic_write_bytes(self._manifest_path, data)
 
     def _open_manifest(self, create: bool) -> dict:
@@ -282,7 +183,7 @@ class FeatureCache:
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("fingerprint must be a non-empty string")
         info = dict(info or {})
-        json.loads(_dump_json(info, "fingerprint description"))  # validate before taking the lock
+        json.loads(entry_format.dump_json(info, "fingerprint description"))  # validate before taking the lock
         try:
             with fsutil.locked(self.root / LOCK):
                 m = self._read_manifest()
@@ -301,7 +202,7 @@ class FeatureCache:
     def _ensure_fingerprint(self, fingerprint: str, describe: Mapping[str, Any] | None) -> None:
         known = self.manifest.get("fingerprints", {}).get(fingerprint)
         if describe:
-            describe = json.loads(_dump_json(dict(describe), "fingerprint description"))  # as stored
+            describe = json.loads(entry_format.dump_json(dict(describe), "fingerprint description"))  # as stored
         if known is not None and (not describe or all(known.get(k) == v for k, v in describe.items())):
             return
         self.register_fingerprint(fingerprint, describe)
@@ -318,89 +219,6 @@ class FeatureCache:
         return self.path_for(key).is_file()
 
     # ------------------------------------------------------------------ put
-
-    def _build_table(
-        self, key: str, meta: Mapping[str, Any], enc: dict[str, tcodec.Encoded], fingerprint: str, created: float
-    ) -> pa.Table:
-        if not isinstance(meta, Mapping):
-            raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
-        for k in meta:
-            if not isinstance(k, str):
-                raise ValueError(f"meta keys must be strings, got {k!r}")
-        if "key" in meta and meta["key"] != key:
-            raise ValueError(f"meta['key'] = {meta['key']!r} differs from the entry key {key!r}")
-        if "fingerprint" in meta and meta["fingerprint"] != fingerprint:
-            raise ValueError(f"meta['fingerprint'] = {meta['fingerprint']!r} differs from fingerprint={fingerprint!r}")
-        meta_json = _dump_json(dict(meta), "meta")
-        plain = json.loads(meta_json)  # what readers will get back: tuples -> lists, numpy -> python
-
-        cols: dict[str, pa.Array] = {"key": pa.array([key], pa.string())}
-        for name, typ in _META_COLUMNS:
-            value = plain.get(name)
-            if name == "num_frames" and value is None and isinstance(plain.get("frame_indices"), list):
-                value = len(plain["frame_indices"])
-            if value is None or _fits(value, typ):
-                cols[name] = pa.array([value], typ)
-            else:  # the typed column is an index for SQL readers; meta_json keeps the value exactly
-                log.warning("meta[%r] = %.80r does not fit column type %s; the column is left null", name, value, typ)
-                cols[name] = pa.nulls(1, typ)
-        # Only a caller-supplied time goes into the file: identical inputs must give identical
-        # bytes (Ray and local runs, reruns). When the entry was written is the file's mtime.
-        created_col = plain.get("created")
-        if not isinstance(created_col, (int, float)) or isinstance(created_col, bool):
-            created_col = None
-        cols.update(
-            fingerprint=pa.array([fingerprint], pa.string()),
-            schema_version=pa.array([SCHEMA_VERSION], pa.int32()),
-            created=pa.array([None if created_col is None else float(created_col)], pa.float64()),
-            spacemind_version=pa.array([str(plain.get("spacemind_version", SPACEMIND_VERSION))], pa.string()),
-            tensor_names=pa.array([list(enc)], pa.list_(pa.string())),
-            nbytes=pa.array([sum(e.nbytes for e in enc.values())], pa.int64()),
-            meta_json=pa.array([meta_json], pa.string()),
-            meta_checksum=pa.array([tcodec.checksum(meta_json.encode())], pa.string()),
-        )
-        for name, e in enc.items():
-            cols[f"{name}__shape"] = pa.array([list(e.shape)], pa.list_(pa.int64()))
-            cols[f"{name}__dtype"] = pa.array([e.dtype], pa.string())
-            cols[f"{name}__checksum"] = pa.array([e.checksum], pa.string())
-        for name, e in enc.items():  # zero-copy: the blob's data buffer is the tensor's memory
-            offsets = pa.py_buffer(np.array([0, e.nbytes], dtype=np.int64))
-            cols[name] = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(e.data)])
-
-        tensors_kv = {
-            n: {"shape": list(e.shape), "dtype": e.dtype, "checksum": e.checksum, "nbytes": e.nbytes}
-            | ({"cast_from": e.cast_from} if e.cast_from else {})
-            for n, e in enc.items()
-        }
-        kv = {
-            f"{_KV}schema_version": str(SCHEMA_VERSION),
-            f"{_KV}layout": LAYOUT,
-            f"{_KV}key": key,
-            f"{_KV}fingerprint": fingerprint,
-            f"{_KV}version": SPACEMIND_VERSION,
-            f"{_KV}meta": meta_json,
-            f"{_KV}tensors": json.dumps(tensors_kv, separators=(",", ":")),
-        }
-        if created_col is not None:
-            kv[f"{_KV}created"] = repr(float(created_col))
-        return pa.table(cols).replace_schema_metadata(kv)
-
-    def _write_options(self, table: pa.Table, tensor_names: Iterable[str]) -> dict:
-        blobs = set(tensor_names)
-        scalar_paths = [p for f in table.schema if f.name not in blobs for p in _leaf_paths(f)]
-        codec = self.compression or "none"
-        compression = {p: "zstd" for p in scalar_paths} | {n: codec for n in blobs}
-        opts: dict[str, Any] = dict(
-            row_group_size=1,
-            use_dictionary=scalar_paths,  # never on tensor blobs
-            write_statistics=scalar_paths,  # min/max of a 200 MB blob is useless and costs a scan
-            compression=compression,
-            write_page_checksum=self.page_checksums,
-            store_schema=True,
-        )
-        if self.compression and self.compression_level is not None:
-            opts["compression_level"] = {n: self.compression_level for n in blobs}
-        return opts
 
     def put(
         self,
@@ -426,25 +244,22 @@ class FeatureCache:
             raise ValueError(f"tensors must be a dict of name -> tensor, got {type(tensors).__name__}")
         enc: dict[str, tcodec.Encoded] = {}
         for name, value in tensors.items():
-            if not isinstance(name, str) or not _TENSOR_NAME_RE.match(name) or "__" in name:
-                raise ValueError(f"invalid tensor name {name!r} (identifier without '__')")
-            if name in _RESERVED or name in dict(_META_COLUMNS):
-                raise ValueError(f"tensor name {name!r} is a reserved column name")
+            entry_format.check_tensor_name(name)
             if isinstance(cast_to, Mapping):  # per tensor: refuses a non-float source
                 enc[name] = tcodec.encode(name, value, cast_to=cast_to.get(name), with_checksum=False)
             else:  # blanket: applies to float32/float64 tensors only
                 enc[name] = tcodec.encode(name, value, cast_to=cast_to, float_only=True, with_checksum=False)
         sums = tcodec.checksums([e.data for e in enc.values()])
         enc = {n: dataclasses.replace(e, checksum=c) for (n, e), c in zip(enc.items(), sums)}
-        table = self._build_table(key, meta, enc, fingerprint, time.time())
-        opts = self._write_options(table, enc)
+        table = entry_format.build_table(key, meta, enc, fingerprint)
+        opts = entry_format.write_options(table, enc, self.compression, self.compression_level, self.page_checksums)
 
         self._ensure_fingerprint(fingerprint, describe)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write(path, lambda tmp: pq.write_table(table, str(tmp), **opts), durable=self.durable)
         except OSError as exc:
-            log.warning("cache write failed for %s: %s", path, _short(exc))
+            log.warning("cache write failed for %s: %s", path, entry_format.short(exc))
             raise resource_error(exc, path) from exc
         log.debug("cached %s (%d bytes of tensors)", path, sum(e.nbytes for e in enc.values()))
         return path
@@ -452,125 +267,31 @@ class FeatureCache:
     # ------------------------------------------------------------------ get / verify
 
     def _read(
-        self, path: Path, key: str, *, deep: bool = False, fingerprint: str | None = None
+        self, path: Path, key: str, *, fingerprint: str | None = None, tensor_names: Iterable[str] | None = None
     ) -> tuple[dict, dict[str, torch.Tensor]]:
-        """Read and fully verify one entry. Raises FileNotFoundError when absent, ``_Corrupt``
-        when present but untrustworthy. ``deep`` adds cross-checks of footer vs row (verify);
-        ``fingerprint`` refuses an entry made by other encoder weights."""
-        try:
-            with pa.OSFile(str(path)) as f:  # one open: a concurrent replace cannot mix two files
-                pf = pq.ParquetFile(f, pre_buffer=True, page_checksum_verification=self.page_checksums)
-                md = pf.metadata
-                kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (md.metadata or {}).items()}
-                version = kv.get(f"{_KV}schema_version")
-                if version is None:
-                    raise _Corrupt("not a spacemind cache entry (no schema version in its metadata)")
-                if version != str(SCHEMA_VERSION):
-                    raise _Corrupt(f"schema version {version}, this spacemind reads version {SCHEMA_VERSION}")
-                if md.num_row_groups != 1 or md.num_rows != 1:
-                    raise _Corrupt(f"{md.num_row_groups} row groups / {md.num_rows} rows, expected 1 / 1")
-                table = pf.read_row_group(0, use_threads=True)
-        except (FileNotFoundError, _Corrupt):
-            raise
-        except PermissionError as exc:
-            raise ResourceError(f"cannot read {path}: permission denied") from exc
-        except (OSError, pa.ArrowException, ValueError, EOFError) as exc:
-            raise _Corrupt(f"unreadable parquet ({_short(exc)})") from None
-
-        def scalar(name: str) -> Any:
-            if name not in table.column_names:
-                raise _Corrupt(f"missing column {name!r}")
-            return table.column(name)[0].as_py()
-
-        if scalar("key") != key:
-            raise _Corrupt(f"holds key {scalar('key')!r}, expected {key!r}")
-        if fingerprint is not None and scalar("fingerprint") != fingerprint:
-            # Every checksum can be right and the features still belong to other weights (a
-            # copied or hand-merged cache): only the fingerprint tells.
-            raise _Corrupt(
-                f"made by other encoder weights (fingerprint {str(scalar('fingerprint'))[:12]}, expected {fingerprint[:12]})"
-            )
-        if scalar("schema_version") != SCHEMA_VERSION:
-            raise _Corrupt(f"row schema version {scalar('schema_version')}, expected {SCHEMA_VERSION}")
-        meta_json = scalar("meta_json")
-        if meta_json is None or tcodec.checksum(meta_json.encode()) != scalar("meta_checksum"):
-            raise _Corrupt("meta checksum mismatch")
-        meta = json.loads(meta_json)
-        if not isinstance(meta, dict):
-            raise _Corrupt("meta is not a JSON object")
-        names = scalar("tensor_names") or []
-
-        jobs: list[tuple[str, pa.Buffer, list[int], str, str]] = []
-        for name in names:
-            shape, tag, cks = scalar(f"{name}__shape"), scalar(f"{name}__dtype"), scalar(f"{name}__checksum")
-            if tag not in tcodec.DTYPE_TAGS or shape is None or cks is None:
-                raise _Corrupt(f"tensor {name!r}: bad dtype/shape/checksum record ({tag!r}, {shape!r})")
-            col = table.column(name) if name in table.column_names else None
-            if col is None:
-                raise _Corrupt(f"missing tensor column {name!r}")
-            arr = col.chunk(0) if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
-            if len(arr) != 1 or arr.null_count or not (
-                pa.types.is_large_binary(arr.type) or pa.types.is_binary(arr.type)
-            ):
-                raise _Corrupt(f"tensor {name!r}: column is not one binary value")
-            off_dtype = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-            offsets = np.frombuffer(arr.buffers()[1], dtype=off_dtype)[arr.offset : arr.offset + 2]
-            start, end = int(offsets[0]), int(offsets[1])
-            try:
-                want = tcodec.expected_nbytes(shape, tag)
-            except ValueError as exc:
-                raise _Corrupt(f"tensor {name!r}: {exc}") from None
-            if end - start != want:
-                raise _Corrupt(f"tensor {name!r}: {end - start} bytes, shape {shape} {tag} needs {want}")
-            data = arr.buffers()[2]
-            buf = data.slice(start, want) if data is not None else pa.py_buffer(b"")
-            jobs.append((name, buf, shape, tag, cks))
-
-        for name, _, _, _, cks in jobs:
-            if cks.partition(":")[0] != tcodec.CHECKSUM_ALGO:
-                raise _Corrupt(f"tensor {name!r}: unknown checksum {cks!r}")
-        actual = tcodec.checksums([j[1] for j in jobs])
-        for (name, _, _, _, cks), got in zip(jobs, actual):
-            if got != cks:
-                raise _Corrupt(f"tensor {name!r}: checksum mismatch (stored {cks}, data {got})")
-
-        if deep:
-            self._cross_check(kv, key, meta_json, jobs, scalar)
-        out = {name: tcodec.decode(buf, shape, tag) for name, buf, shape, tag, _ in jobs}
-        return meta, out
-
-    @staticmethod
-    def _cross_check(kv: dict, key: str, meta_json: str, jobs: list, scalar: Callable[[str], Any]) -> None:
-        if kv.get(f"{_KV}key") != key:
-            raise _Corrupt(f"footer key {kv.get(f'{_KV}key')!r} differs from {key!r}")
-        if kv.get(f"{_KV}fingerprint") != scalar("fingerprint"):
-            raise _Corrupt("footer fingerprint differs from the row")
-        if kv.get(f"{_KV}meta") != meta_json:
-            raise _Corrupt("footer meta differs from the row")
-        try:
-            specs = json.loads(kv.get(f"{_KV}tensors", ""))
-        except ValueError:
-            raise _Corrupt("footer tensor specs are not valid JSON") from None
-        if list(specs) != [j[0] for j in jobs]:
-            raise _Corrupt("footer tensor list differs from the row")
-        for name, _, shape, tag, cks in jobs:
-            s = specs[name]
-            if (s.get("shape"), s.get("dtype"), s.get("checksum")) != (shape, tag, cks):
-                raise _Corrupt(f"tensor {name!r}: footer spec differs from the row")
+        return entry_format.read_entry(
+            path, key, fingerprint=fingerprint, tensor_names=tensor_names, page_checksums=self.page_checksums
+        )
 
     def get(
-        self, key: str, *, device: str | torch.device = "cpu", fingerprint: str | None = None
+        self,
+        key: str,
+        *,
+        device: str | torch.device = "cpu",
+        fingerprint: str | None = None,
+        tensor_names: Iterable[str] | None = None,
     ) -> CacheEntry | None:
-        """The verified entry, or None when absent. Raises ``CacheError`` ("corrupt cache entry
-        <path>: <reason>") when the file exists but is truncated, altered or of another schema,
-        or (when ``fingerprint`` is given) was made by other encoder weights.
+        """The entry exactly as written, or None when absent. Raises ``CacheError`` ("corrupt
+        cache entry <path>: <reason>") when the file exists but is truncated, altered or of
+        another schema, or, when given, was made by other encoder weights (``fingerprint``) or
+        holds another set of tensors (``tensor_names``).
         CPU tensors share memory with the Arrow read buffers (no copy)."""
         path = self.path_for(key)
         try:
-            meta, tensors = self._read(path, key, fingerprint=fingerprint)
+            meta, tensors = self._read(path, key, fingerprint=fingerprint, tensor_names=tensor_names)
         except FileNotFoundError:
             return None
-        except _Corrupt as exc:
+        except entry_format.Corrupt as exc:
             log.warning("corrupt cache entry %s: %s", path, exc)
             raise _corrupt_error(path, str(exc)) from None
         dev = torch.device(device)
@@ -583,13 +304,13 @@ class FeatureCache:
         absent. ``error`` is set for an unreadable footer or a foreign schema."""
         return self._info(key, self.path_for(key))
 
-    def check(self, key: str) -> str | None:
+    def check(self, key: str, *, tensor_names: Iterable[str] | None = None) -> str | None:
         """Full verification of one entry: None when good (or absent), else the one-line reason."""
         try:
-            self._read(self.path_for(key), key, deep=True)
+            self._read(self.path_for(key), key, tensor_names=tensor_names)
         except FileNotFoundError:
             return None
-        except _Corrupt as exc:
+        except entry_format.Corrupt as exc:
             return str(exc)
         return None
 
@@ -604,11 +325,11 @@ class FeatureCache:
             items = ((k, self.path_for(k)) for k in keys)
         for key, path in items:
             try:
-                self._read(path, key, deep=True)
+                self._read(path, key)
             except FileNotFoundError:
                 if keys is not None:
                     bad.append((path, "missing"))
-            except _Corrupt as exc:
+            except entry_format.Corrupt as exc:
                 bad.append((path, str(exc)))
         for path, reason in bad:
             log.warning("bad cache entry %s: %s", path, reason)
@@ -646,11 +367,11 @@ class FeatureCache:
         info = EntryInfo(key=key, path=path, bytes=st.st_size, created=st.st_mtime)
         try:
             md = pq.read_metadata(str(path))
-            kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (md.metadata or {}).items()}
-            version = kv.get(f"{_KV}schema_version")
+            kv = entry_format.footer_kv(md)
+            version = kv.get(f"{KV}schema_version")
             info.schema_version = int(version) if version and version.isdigit() else None
-            info.fingerprint = kv.get(f"{_KV}fingerprint")
-            info.meta = json.loads(kv.get(f"{_KV}meta", "{}"))
+            info.fingerprint = kv.get(f"{KV}fingerprint")
+            info.meta = json.loads(kv.get(f"{KV}meta", "{}"))
             if not isinstance(info.meta, dict):
                 raise ValueError("meta is not an object")
             info.scene_key = info.meta.get("scene_key")
@@ -663,12 +384,12 @@ class FeatureCache:
                 info.error = "not a spacemind cache entry (no schema version in its metadata)"
             elif info.schema_version != SCHEMA_VERSION:
                 info.error = f"schema version {version}, this spacemind reads version {SCHEMA_VERSION}"
-            elif kv.get(f"{_KV}key") != key:
-                info.error = f"footer key {kv.get(f'{_KV}key')!r} differs from the file name"
+            elif kv.get(f"{KV}key") != key:
+                info.error = f"footer key {kv.get(f'{KV}key')!r} differs from the file name"
         except FileNotFoundError:
             return None
-        except (OSError, pa.ArrowException, ValueError) as exc:
-            info.error = f"unreadable parquet footer ({_short(exc)})"
+        except Exception as exc:  # whatever a damaged footer makes pyarrow or json raise
+            info.error = f"unreadable parquet footer ({entry_format.short(exc)})"
         return info
 
     def entries(self) -> Iterator[EntryInfo]:

@@ -28,6 +28,12 @@ def print_summary(summary: dict) -> None:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("questions", f"{summary['questions']} ({summary['answered']} answered now, {summary['resumed']} resumed)")
+    if summary.get("other_settings_kept"):
+        table.add_row(
+            "other settings",
+            f"{summary['other_settings_kept']} earlier answer(s) made with other settings kept apart, not in this output "
+            "(rerun with those settings to reuse them; --overwrite drops them)",
+        )
     table.add_row("failed", str(summary["failed"] + summary["question_problems"]))
     table.add_row("scenes", str(summary["scenes"]))
     cache = summary.get("cache") or {}
@@ -62,6 +68,16 @@ def answer(
     num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
     sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1,
+        help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
+        "Pin it when two runs must agree bit for bit.",
+    ),
+    vggt_weights: str = typer.Option(
+        "fp32", "--vggt-weights",
+        help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
+        "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
@@ -86,6 +102,8 @@ def answer(
             num_frames=num_frames,
             sampling=sampling,
             dtype=dtype,
+            vggt_weights=vggt_weights,
+            cpu_threads=threads,
             device=device,
             overwrite=overwrite,
             trusted_paths=tuple(str(p) for p in trust_path),

@@ -35,9 +35,9 @@ def eval_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores under the official keys as JSON."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a per-category bar chart (PNG)."),
-    compare: List[Path] = typer.Option([], "--compare", help="Other runs' --json files to show beside this one."),
+    compare: List[Path] = typer.Option([], "--compare", help="Other runs to show beside this one: a scores JSON written by --json, or an answers file (scored the same way)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Overlay the paper's published numbers."),
-    variant: str = typer.Option("official", "--variant", help="official, or a labelled variant: micro, anywhere, lt, parsed, leo-empty (combine with +)."),
+    variant: str = typer.Option("official", "--variant", help="official, or a labelled variant: micro, anywhere, lt, parsed, nonempty (combine with +)."),
     label: Optional[str] = typer.Option(None, "--label", help="Name of this run in tables and plots."),
 ):
     from ..eval import evaluate_file, plot, render_table, to_json, to_markdown

@@ -35,6 +35,16 @@ def extract(
     actors: Optional[int] = typer.Option(None, "--actors", help="Encoder actors on a CPU-only cluster (default 1)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes handed to an encoder actor per call under Ray (fewer round trips; each scene is still encoded on its own, so features never depend on it)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1,
+        help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
+        "Pin it when two runs must agree bit for bit.",
+    ),
+    vggt_weights: str = typer.Option(
+        "fp32", "--vggt-weights",
+        help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
+        "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
     trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
 ):
@@ -54,6 +64,8 @@ def extract(
             num_frames=num_frames,
             sampling=sampling,
             dtype=dtype,
+            vggt_weights=vggt_weights,
+            cpu_threads=threads,
             device=device,
             trusted_paths=tuple(str(p) for p in trust_path),
             progress=progress,

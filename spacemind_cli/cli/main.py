@@ -44,7 +44,7 @@ def main(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr: no warnings, no info (progress bars and results still show)."),
 ):
     setup_logging(verbose, quiet)
 

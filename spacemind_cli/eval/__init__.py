@@ -27,10 +27,12 @@ Decisions where the official code is silent, crashes, or where we chose
 * A row with no prediction (field absent or null) is scored as wrong and counted
   (``n_missing_prediction``, per cell ``n_missing``). An empty string is a prediction and is
   scored by the rules (it never matches).
-* SQA3D: an empty prediction (empty after LEO's normalisation) never matches, and answers that
-  normalise to nothing are ignored (LEO's code would count the empty string as contained in every
-  answer; variant ``leo-empty`` restores that). LEO's ``answer_match`` stops at the first answer
-  that contains / is contained in the prediction; we keep that order-dependence.
+* SQA3D: LEO's own rules, including the ones for empty strings, which its code does define: a
+  prediction is stripped of surrounding whitespace, normalised (``clean_answer``), and an empty
+  normalised prediction counts as contained in every answer (EM@R1 = 1), as does an answer that
+  normalises to nothing. Variant ``nonempty`` (labelled, not official) scores empty strings as
+  never matching. LEO's ``answer_match`` stops at the first answer that contains / is contained
+  in the prediction; we keep that order-dependence.
 * Unknown question types (official VSI-Bench code: ``ValueError``) are counted per type in
   ``unscored`` and reported; they do not change any score.
 * A category with no questions is shown empty and left out of the average (VSI-Bench: the

@@ -29,8 +29,10 @@ VARIANTS: dict[str, str] = {
     "lt": "MRA with a strict '<' instead of the official '<=' (a relative error exactly at a "
     "threshold does not count)",
     "parsed": "score our parsed `answer` field instead of the raw `prediction` text",
-    "leo-empty": "SQA3D: reproduce LEO's code literally for empty strings (an empty normalised "
-    "prediction is a substring of every answer and so counts for EM@R1)",
+    "nonempty": "SQA3D: an empty prediction (after LEO's normalisation) never matches and answers that "
+    "normalise to nothing are ignored (LEO's code counts the empty string as contained in every answer)",
+    "leo-empty": "SQA3D: LEO's literal empty-string rule, now the official default; accepted for old "
+    "commands and scores, changes nothing",
 }
 
 

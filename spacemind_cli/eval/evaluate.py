@@ -125,8 +125,10 @@ def evaluate_records(
         result = spbench.score_records(records, variants, str(source), label, part=spbench_part)
     if "anywhere" in variants and bench != "vsibench":
         result.notes.append("variant 'anywhere' only changes VSI-Bench numeric parsing; no effect here")
-    if "leo-empty" in variants and bench != "sqa3d":
-        result.notes.append("variant 'leo-empty' only applies to SQA3D; no effect here")
+    if "leo-empty" in variants:
+        result.notes.append("variant 'leo-empty' is the official SQA3D rule now; it changes nothing")
+    if "nonempty" in variants and bench != "sqa3d":
+        result.notes.append("variant 'nonempty' only applies to SQA3D; no effect here")
     if "lt" in variants and bench == "sqa3d":
         result.notes.append("variant 'lt' only applies to MRA; no effect on SQA3D")
     if "parsed" in variants:

@@ -101,10 +101,40 @@ def load_result_json(path: str | Path) -> EvalResult:
     return result_from_json(data, path)
 
 
+def _is_result_json(path: Path) -> bool:
+    """Whether `path` holds one JSON object written by `--json` (an answers file does not)."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA
+
+
+def load_compare_item(item: str | Path, result: EvalResult) -> EvalResult:
+    """Another run to show beside `result`: a scores JSON written by `--json`, or an answers file
+    (JSONL, Parquet, lmms-eval logs), scored here with the same benchmark and variant."""
+    path = Path(item)
+    if not path.exists():
+        raise InputError(f"--compare {path}: no such file")
+    if _is_result_json(path):
+        return load_result_json(path)
+    from .evaluate import evaluate_file
+
+    try:
+        return evaluate_file(path, benchmark=result.benchmark, variant=result.variant)
+    except InputError as exc:
+        raise InputError(
+            f"--compare {path}: neither a scores JSON written by `spacemind eval --json` nor an answers file "
+            f"that can be scored as {result.benchmark} ({exc.message})"
+        ) from None
+
+
 def load_compare(result: EvalResult, compare: Sequence[CompareItem] | None) -> list[EvalResult]:
     out = []
     for item in compare or ():
-        other = item if isinstance(item, EvalResult) else load_result_json(item)
+        other = item if isinstance(item, EvalResult) else load_compare_item(item, result)
         if other.benchmark != result.benchmark:
             raise InputError(
                 f"{other.source or other.label}: a {other.benchmark} result cannot be compared with {result.benchmark}"

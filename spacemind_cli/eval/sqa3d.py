@@ -21,10 +21,14 @@ breakdown), ``evaluator/scanqa_eval.py`` (``answer_match``) and ``evaluator/sqa3
   "how" (2), "can" (3), "which" (4), else Others (5) - prefixes, as LEO checks them, so
   "Isn't ..." is an "Is" question.
 * Values are reported x100 (LEO logs fractions).
+* The prediction is the model's text with surrounding whitespace stripped (LEO's agent returns
+  ``[txt.strip() for txt in output_txt]``) before the normalisation; answers are not stripped.
+* Empty strings follow LEO's code literally: a prediction that normalises to nothing is
+  "contained" in every answer, so it scores EM@R1 = 1 (EM@1 = 0, unless an answer also normalises
+  to nothing); an answer that normalises to nothing is contained in every prediction.
 
-Decision (not in LEO): an empty prediction (empty after normalisation and whitespace removal)
-never matches, and an answer that normalises to nothing is skipped. LEO's literal code lets the
-empty string be "contained" in every answer (EM@R1 = 1); the ``leo-empty`` variant keeps that.
+Variant ``nonempty`` (not official; spacemind's default before): an empty prediction never
+matches and answers that normalise to nothing are ignored.
 """
 
 from __future__ import annotations
@@ -90,8 +94,9 @@ def _squash(text: str) -> str:
     return "".join(text.split())
 
 
-def answer_match(pred: str, gts: list[str], empty_matches: bool = False) -> tuple[int, int]:
-    """(EM@1, EM@R1) of a normalised prediction against normalised answers (LEO's answer_match)."""
+def answer_match(pred: str, gts: list[str], empty_matches: bool = True) -> tuple[int, int]:
+    """(EM@1, EM@R1) of a normalised prediction against normalised answers (LEO's answer_match;
+    `empty_matches=False` is the labelled `nonempty` variant)."""
     if not empty_matches:
         if not _squash(pred):
             return 0, 0
@@ -135,7 +140,7 @@ def answers_of(rec: Record) -> list[str]:
 
 
 def score_records(records: list[Record], variants: frozenset[str], source: str, label: str) -> EvalResult:
-    empty_matches = "leo-empty" in variants
+    empty_matches = "nonempty" not in variants
     samples: list[dict[str, Any]] = []
     for rec in records:
         question = rec.get("question")
@@ -143,7 +148,7 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
             raise InputError(f"{rec.loc}: no question text (needed for the SQA3D question-type breakdown)")
         gts = answers_of(rec)
         text = rec.parsed if "parsed" in variants else rec.prediction
-        pred = clean_answer(text) if text is not None else None
+        pred = clean_answer(text.strip()) if text is not None else None
         if pred is None:
             em, emr = 0, 0
         else:
@@ -191,7 +196,7 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
         notes.append(f"{n_missing_all} question(s) without a prediction, scored as wrong")
     empties = sum(1 for s in samples if s["normalised_prediction"] is not None and not _squash(s["normalised_prediction"]))
     if empties:
-        how = "counted for EM@R1 as in LEO's code (variant leo-empty)" if empty_matches else "never match"
+        how = "contained in every answer, so EM@R1 = 1, as LEO's code scores them" if empty_matches else "never match (variant nonempty)"
         notes.append(f"{empties} prediction(s) empty after normalisation: {how}")
     return EvalResult(
         benchmark=BENCHMARK,

@@ -14,51 +14,49 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..errors import resource_error
-from .output import _infer_schema, _to_table
+from .output import merged_schema, row_batches, to_table
 
 FLAT_DATASET = "default"  # partition value for scenes of a flat root (no dataset folder)
 
 
-def write_partitioned(out_dir: str | Path, rows: Iterable[dict], batch_rows: int = 4096) -> int:
-    import pyarrow as pa
+def write_partitioned(out_dir: str | Path, rows_factory: Callable[[], Iterable[dict]], batch_rows: int = 4096) -> int:
+    """Write the rows `rows_factory()` yields as a dataset partitioned by `dataset`. Two passes:
+    the first settles one schema from all rows (a column that first appears in a later batch or
+    partition, like `frames_note`, is kept; mixed types are widened), the second writes every
+    partition with it, so any reader sees every column whatever file it looks at first."""
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
+
+    def partitions(buf: list[dict]) -> dict[str, list[dict]]:
+        by_part: dict[str, list[dict]] = {}
+        for r in buf:
+            by_part.setdefault(str(r.get("dataset") or FLAT_DATASET), []).append(
+                {k: v for k, v in r.items() if k != "dataset"}
+            )
+        return by_part
+
+    schema = None
+    for buf in row_batches(rows_factory(), batch_rows):
+        schema = merged_schema(schema, [r for prow in partitions(buf).values() for r in prow])
+
     staging = out / f".staging-{uuid.uuid4().hex}"
-    writers: dict[str, tuple] = {}
+    writers: dict[str, pq.ParquetWriter] = {}
     count = 0
     try:
         staging.mkdir(parents=True)
-        buf: list[dict] = []
-
-        def flush():
-            # One writer per partition; a later batch with new columns is written with the first
-            # batch's schema widened (missing columns null).
-            by_part: dict[str, list[dict]] = {}
-            for r in buf:
-                by_part.setdefault(str(r.get("dataset") or FLAT_DATASET), []).append(r)
-            for part, prow in by_part.items():
-                prow = [{k: v for k, v in r.items() if k != "dataset"} for r in prow]
+        for buf in row_batches(rows_factory(), batch_rows):
+            for part, prow in partitions(buf).items():
                 if part not in writers:
-                    schema = _infer_schema(prow)
                     folder = staging / f"dataset={part}"
                     folder.mkdir()
-                    writers[part] = (pq.ParquetWriter(folder / "part-0.parquet", schema), schema)
-                writer, schema = writers[part]
-                writer.write_table(_to_table(prow, schema))
-
-        for row in rows:
-            buf.append(row)
-            count += 1
-            if len(buf) >= batch_rows:
-                flush()
-                buf = []
-        if buf:
-            flush()
-        for writer, _ in writers.values():
+                    writers[part] = pq.ParquetWriter(folder / "part-0.parquet", schema)
+                writers[part].write_table(to_table(prow, schema))
+            count += len(buf)
+        for writer in writers.values():
             writer.close()
         old = out / f".old-{uuid.uuid4().hex}"
         old.mkdir()
@@ -70,5 +68,7 @@ def write_partitioned(out_dir: str | Path, rows: Iterable[dict], batch_rows: int
     except OSError as exc:
         raise resource_error(exc, out) from exc
     finally:
+        for writer in writers.values():
+            writer.close()
         shutil.rmtree(staging, ignore_errors=True)
     return count

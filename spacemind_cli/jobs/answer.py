@@ -70,6 +70,7 @@ class _Tracker:
         a["items"] += 1
         a["peak_memory_bytes"] = max(a.get("peak_memory_bytes") or 0, actor.get("peak_memory") or 0) or None
         a["model_load_s"] = actor.get("load_s")
+        a["threads"] = actor.get("threads")
         if result.get("status") == "ok":
             a["questions"] += n_questions
             self.cache[result.get("cache") or "none"] += 1
@@ -111,6 +112,12 @@ def run_answer(
     store = _store_for(output, settings, template is not None, overwrite)
     digests = [question_digest(q.row) for q in qset.questions]
     done = store.completed(digests)
+    other_runs = store.other_runs()
+    if other_runs:
+        log.warning(
+            "%s holds %d answer(s) made with other settings (checkpoint, frames, dtype, ...); they are kept "
+            "apart in %s and not used by this run", output, sum(other_runs.values()), store.parts,
+        )
     remaining = [q for q in qset.questions if q.index not in done]
     plan = plan_answer(root, remaining, settings.max_questions_per_item)
 
@@ -162,7 +169,7 @@ def run_answer(
     if template is not None:
         from .annotate import write_partitioned
 
-        write_partitioned(output, store.rows(digests))
+        write_partitioned(output, lambda: store.rows(digests))
 
     summary = {
         "output": str(output),
@@ -172,6 +179,8 @@ def run_answer(
         "question_problems": len(qset.problems),
         "answered": tracker.answered,
         "resumed": len(done),
+        # Answers of earlier runs with other settings: kept apart, never in this output.
+        "other_settings_kept": sum(other_runs.values()),
         "failed": failed_questions,
         "rows_written": written,
         "scenes": plan.scenes,

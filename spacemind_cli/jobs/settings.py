@@ -22,15 +22,20 @@ class JobSettings:
     num_frames: int = 32
     sampling: str = "paper"
     dtype: str = "fp32"  # resolved: bf16 | fp16 | fp32 (the driver decides, so keys match)
+    vggt_weights: str = "fp32"  # fp32: the reference's precision; half: VGGT weights in `dtype` (opt-in)
     device: str | None = None  # None: cuda when the worker has one, else cpu
     trusted_paths: tuple[str, ...] = ()
     cache: str | None = None
     write_cache: bool = True
+    # extract: read every cached entry whole (checksums) before counting it as done, so that a
+    # damaged entry is re-encoded, not reported as cached; answering reads hits whole anyway.
+    verify_cached: bool = False
     batch_size: int = 8
     max_new_tokens: int = 16
     max_questions_per_item: int = 64
-    # CPU float results depend on torch's thread count (reduction order); the driver fixes it so
-    # that Ray actors and the local executor compute the same bits.
+    # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray actor's
+    # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
+    # (reduction order): runs that must agree bit for bit pin it.
     cpu_threads: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -47,6 +52,7 @@ class JobSettings:
                 "preprocess": self.preprocess,
                 "encoders": self.encoder_fingerprint,
                 "dtype": self.dtype,
+                "vggt_weights": self.vggt_weights,
                 "layers": list(self.vggt_layers),
             }
         )
@@ -58,6 +64,7 @@ class JobSettings:
                 "checkpoint": self.checkpoint_id,
                 "sampling": self.frame_sampling.to_dict(),
                 "dtype": self.dtype,
+                "vggt_weights": self.vggt_weights,
                 "max_new_tokens": self.max_new_tokens,
             }
         )
@@ -72,18 +79,23 @@ def make_settings(
     num_frames: int | None = None,
     sampling: str | None = None,
     dtype: str = "auto",
+    vggt_weights: str = "fp32",
     use_gpu: bool = False,
     trusted_paths=(),
     **kwargs,
 ) -> JobSettings:
     """Read what the job needs from the checkpoint's files (no model load)."""
-    from ..models.spacemind import checkpoint_id, encoder_fingerprint, load_config
+    from ..models.spacemind import VGGT_WEIGHTS, checkpoint_id, encoder_fingerprint, load_config
 
     config = load_config(checkpoint)
     if dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype == "auto":
         dtype = "bf16" if use_gpu else "fp32"
+    if vggt_weights not in VGGT_WEIGHTS:
+        raise InputError(f"--vggt-weights must be one of {', '.join(VGGT_WEIGHTS)}, got {vggt_weights!r}")
+    if dtype == "fp32":
+        vggt_weights = "fp32"  # "half" of fp32 is fp32: one key for one computation
     trusted = tuple(str(p) for p in trusted_paths)
     settings = JobSettings(
         checkpoint=str(os.path.abspath(checkpoint)),
@@ -94,8 +106,8 @@ def make_settings(
         num_frames=num_frames or config.num_frames,
         sampling=sampling or config.sampling,
         dtype=dtype,
+        vggt_weights=vggt_weights,
         trusted_paths=trusted,
-        cpu_threads=kwargs.pop("cpu_threads", None) or os.cpu_count() or 1,
         **kwargs,
     )
     settings.frame_sampling  # validates

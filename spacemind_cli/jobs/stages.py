@@ -133,7 +133,8 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
         info["scene_digest"] = digest
         info["timing"]["hash_s"] = time.perf_counter() - t0
         if settings.cache:
-            problem = _unusable_entry(_cache(settings.cache), info["key"], settings.encoder_fingerprint)
+            problem = _unusable_entry(_cache(settings.cache), info["key"], settings.encoder_fingerprint,
+                                      verify=settings.verify_cached)
             if problem is None:
                 info["status"] = "cached"
                 return info, b""
@@ -152,10 +153,10 @@ def _load_one(item: dict, settings: JobSettings) -> tuple[dict, bytes]:
     return info, b""
 
 
-def _unusable_entry(cache, key: str, fingerprint: str) -> str | None:
-    """Why the cache entry `key` cannot be used, from its footer alone (cheap: no tensor is read),
-    "absent" when there is none, None when it looks usable. Tensor checksums are verified when
-    the entry is read (`FeatureCache.get`), and by `spacemind cache verify`."""
+def _unusable_entry(cache, key: str, fingerprint: str, verify: bool = False) -> str | None:
+    """Why the cache entry `key` cannot be used, "absent" when there is none, None when it is
+    usable. From its footer alone (cheap: no tensor is read), unless `verify`: then the whole
+    entry is read and checked as `FeatureCache.get` does when answering uses it."""
     info = cache.info(key)
     if info is None:
         return "absent"
@@ -163,6 +164,10 @@ def _unusable_entry(cache, key: str, fingerprint: str) -> str | None:
         return info.error
     if info.fingerprint != fingerprint:
         return f"made by other encoder weights (fingerprint {str(info.fingerprint)[:12]})"
+    if verify:
+        from ..models.spacemind import EncoderOutputs
+
+        return cache.check(key, tensor_names=EncoderOutputs.TENSORS)
     return None
 
 
@@ -233,8 +238,8 @@ class ModelStage:
         self.settings = settings
         self.mode = mode
         self.device = pick_device(settings.device)
-        if self.device == "cpu" and settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
+        if self.device == "cpu":
+            torch.set_num_threads(settings.cpu_threads or len(os.sched_getaffinity(0)))
         dtype = compute_dtype(self.device, settings.dtype)
         t0 = time.perf_counter()
         # extract needs only the encoders; answering from a cache may never need VGGT
@@ -245,6 +250,7 @@ class ModelStage:
             trusted_paths=settings.trusted_paths,
             llm=mode == "answer",
             lazy_vggt=mode == "answer" and bool(settings.cache),
+            vggt_weights=settings.vggt_weights,
         )
         self.load_s = time.perf_counter() - t0
         if self.model.encoder_fingerprint != settings.encoder_fingerprint:
@@ -254,7 +260,8 @@ class ModelStage:
             )
         self.cache = _cache(settings.cache) if settings.cache else None
         self.write_error: str | None = None
-        self.actor = {"node": _node_id(), "pid": os.getpid(), "device": self.device}
+        self.actor = {"node": _node_id(), "pid": os.getpid(), "device": self.device,
+                      "threads": torch.get_num_threads() if self.device == "cpu" else None}
         self._torch = torch
 
     # -- features
@@ -268,7 +275,8 @@ class ModelStage:
         if load["status"] == "cached" and self.cache is not None:
             t0 = time.perf_counter()
             try:
-                entry = self.cache.get(key, device=self.device, fingerprint=self.settings.encoder_fingerprint)
+                entry = self.cache.get(key, device=self.device, fingerprint=self.settings.encoder_fingerprint,
+                                       tensor_names=EncoderOutputs.TENSORS)
             except CacheError as exc:
                 log.warning("%s; recomputing it", exc.message)
                 entry, status = None, "refreshed"

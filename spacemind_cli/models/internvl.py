@@ -9,6 +9,7 @@ and `project` (the multimodal projector). Their composition equals the library's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -28,30 +29,114 @@ IMG_CONTEXT = "<IMG_CONTEXT>"
 def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
     """Load model + tokenizer from a local HF-format folder (or a hub id when online).
 
-    Never unpickles: safetensors only, no remote code.
+    Strict: every weight the architecture needs must be in the folder and nothing else, or a
+    CheckpointError names the missing / unexpected keys and the folder (transformers would
+    initialise missing weights at random and only warn). Never unpickles: safetensors only, no
+    remote code.
     """
     from transformers import AutoTokenizer, InternVLForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # we report progress ourselves; nothing else prints
     local = Path(path).exists()
-    if local and not any(Path(path).glob("*.safetensors")):
-        raise CheckpointError(f"InternVL folder {path} holds no .safetensors weights")
+    if local:
+        _check_shards(Path(path))
     try:
-        model = InternVLForConditionalGeneration.from_pretrained(
-            path,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            use_safetensors=True,
-            local_files_only=local,
-            trust_remote_code=False,
-        )
+        config = _config(path, local)
+        with _transformers_quiet():  # its load report would print; our error says it in one line
+            model, info = InternVLForConditionalGeneration.from_pretrained(
+                path,
+                config=config,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                use_safetensors=True,
+                local_files_only=local,
+                trust_remote_code=False,
+                output_loading_info=True,
+            )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load InternVL from {path}: {' '.join(str(exc).split())[:300]}") from None
+    problems = _loading_problems(info)
+    if problems:
+        raise CheckpointError(f"InternVL weights in {path} do not match its config: {'; '.join(problems)}")
     model.to(device).eval()
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def _config(path: str, local: bool):
+    """The InternVL config, with embedding tying taken from the language model's config when the
+    top level does not say: InternVLConfig defaults to tied, but InternVL3-8B-hf's Qwen2.5 LLM has
+    its own lm_head (text_config.tie_word_embeddings = false) and its config.json has no top-level
+    key, so transformers would warn that it is asked to tie two different tensors."""
+    from transformers import InternVLConfig
+
+    config = InternVLConfig.from_pretrained(path, local_files_only=local)
+    raw = {}
+    if local and (Path(path) / "config.json").is_file():
+        import json
+
+        raw = json.loads((Path(path) / "config.json").read_text())
+    if "tie_word_embeddings" not in raw:
+        config.tie_word_embeddings = bool(getattr(config.get_text_config(), "tie_word_embeddings", False))
+    return config
+
+
+def _check_shards(folder: Path) -> None:
+    """Every shard the index lists must exist: name the missing ones and the weights they hold."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index} is unreadable: {exc}") from None
+    missing: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        if not (folder / shard).is_file():
+            missing.setdefault(shard, []).append(key)
+    if missing:
+        keys = sorted(k for ks in missing.values() for k in ks)
+        raise CheckpointError(
+            f"InternVL folder {folder}: shard(s) {', '.join(sorted(missing))} listed in {index.name} are missing; "
+            f"{len(keys)} weights are not there ({_first(keys)})"
+        )
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _loading_problems(info: dict) -> list[str]:
+    out = []
+    missing = sorted(info.get("missing_keys") or ())
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    mismatched = info.get("mismatched_keys") or ()
+    if missing:
+        out.append(f"{len(missing)} missing weights ({_first(missing)})")
+    if unexpected:
+        out.append(f"{len(unexpected)} unexpected weights ({_first(unexpected)})")
+    if mismatched:
+        shapes = [f"{m[0]} {tuple(m[1])} vs {tuple(m[2])}" if isinstance(m, (tuple, list)) and len(m) == 3 else str(m)
+                  for m in mismatched]
+        out.append(f"{len(shapes)} weights of another shape ({_first(shapes)})")
+    out += [" ".join(str(e).split())[:200] for e in info.get("error_msgs") or ()]
+    return out
+
+
+@contextlib.contextmanager
+def _transformers_quiet():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")  # transformers 5.x and legacy names

@@ -19,6 +19,7 @@ Checkpoint folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from .preprocess import PreparedClip, PreprocessConfig, vggt_tensor, vit_tensor
 log = logging.getLogger(__name__)
 
 CONFIG_TYPE = "spacemind"
+VGGT_WEIGHTS = ("fp32", "half")  # see SpaceMind.from_pretrained
 FORMAT_VERSION = 1
 INTERNVL_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
@@ -211,12 +213,18 @@ class SpaceMind(nn.Module):
         trusted_paths=(),
         llm: bool = True,
         lazy_vggt: bool = False,
+        vggt_weights: str = "fp32",
     ) -> "SpaceMind":
         """Load a checkpoint folder.
 
         llm=False loads only what encoding needs (VGGT + InternViT; no projector, CGMF or LLM
         weights are read): for `spacemind extract`. lazy_vggt=True defers loading VGGT until a
         scene actually needs encoding (answering from a warm cache never does).
+
+        vggt_weights="fp32" (default) keeps VGGT at the reference's precision whatever `dtype`
+        is: fp32 weights, the aggregator under autocast to `dtype`, the camera head in fp32, as
+        facebookresearch/vggt runs it. "half" stores VGGT's weights in `dtype` instead (half the
+        memory, 2.1 GiB less for VGGT-1B; features deviate from the reference's).
         """
         from .vggt import VGGT
 
@@ -236,8 +244,12 @@ class SpaceMind(nn.Module):
         else:
             model, tokenizer = internvl.load_vision_only(base, device=device, dtype=dtype), None
 
+        if vggt_weights not in VGGT_WEIGHTS:
+            raise CheckpointError(f"vggt_weights must be one of {', '.join(VGGT_WEIGHTS)}, got {vggt_weights!r}")
+        vggt_dtype = torch.float32 if vggt_weights == "fp32" else dtype
+
         def load_vggt():
-            return VGGT.from_pretrained(vggt_path, device=device, dtype=dtype).eval().requires_grad_(False)
+            return VGGT.from_pretrained(vggt_path, device=device, dtype=vggt_dtype).eval().requires_grad_(False)
 
         vggt = None if lazy_vggt else load_vggt()
 
@@ -473,9 +485,11 @@ class SpaceMind(nn.Module):
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+    """VGGT's aggregator runs under autocast to the compute dtype, as the reference runs it (on
+    CPU too, for bf16, so that CPU runs show what the GPU path computes)."""
+    if dtype in (torch.bfloat16, torch.float16) and (device.type == "cuda" or dtype == torch.bfloat16):
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
 
 
 def versions() -> dict:

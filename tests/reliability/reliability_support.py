@@ -24,7 +24,7 @@ VOLATILE = ("timing", "cache")  # wall-clock and cache provenance differ between
 
 # Small, fast job settings every reliability run uses unless a test says otherwise. Equal
 # settings give equal run keys, so a rerun resumes what an interrupted run wrote.
-FAST = ("--executor", "local", "--num-frames", "4", "--max-new-tokens", "4", "--batch-size", "4")
+FAST = ("--executor", "local", "--num-frames", "4", "--max-new-tokens", "4", "--batch-size", "4", "--threads", "1")
 
 
 # ---------------------------------------------------------------------------- files

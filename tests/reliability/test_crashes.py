@@ -57,16 +57,26 @@ def shard_records(parts: Path) -> list[dict]:
     return out
 
 
-def kill_when(proc: subprocess.Popen, ready, delay: float, timeout: float = 240) -> None:
-    """SIGKILL `proc` `delay` seconds after `ready()` first holds."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before the kill point"
-        assert time.monotonic() < deadline, "kill point never reached"
-        time.sleep(0.005)
-    time.sleep(delay)
+def paused_run(point: str, args: list, after: int, tmp_path: Path) -> subprocess.Popen:
+    """Start `spacemind ARGS` and return once it is paused at the `after`-th `point` (see
+    crash_at.py): the test then signals it at a known point, never after a guessed delay."""
+    marker = tmp_path / f"paused-at-{point}-{after}"
+    env = {**cli_env(), "PAUSE_AT": point, "PAUSE_AFTER": str(after), "PAUSE_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, str(CRASH_AT), *map(str, args)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before pausing at {point} #{after}: "
+                                 f"{proc.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"never paused at {point} #{after}"
+        time.sleep(0.01)
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)
 
 
 def assert_same_as_reference(job, out: Path) -> None:
@@ -86,16 +96,14 @@ def assert_same_as_reference(job, out: Path) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_answer_killed_at_a_random_point_then_rerun_equals_uninterrupted(job, tiny_ckpt, tmp_path, seed):
     rng = random.Random(seed)
-    after_shards = rng.randint(0, job["n_items"] - 5)  # 0: during start-up / model load
-    delay = rng.uniform(0.0, 0.2)
+    nth = rng.randint(1, job["n_items"] - 4)
+    point = rng.choice(["shard-before", "shard-after"])  # an item's answers in hand, or just written
     out = tmp_path / "answers.jsonl"
     parts = out.with_name(out.name + ".parts")
-    proc = subprocess.Popen(spacemind_cmd(*answer_args(job["root"], job["q"], tiny_ckpt, out)), env=cli_env(),
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: parts.is_dir() and len(list(parts.glob("shard-*.jsonl"))) >= after_shards, delay)
-    assert proc.returncode == -signal.SIGKILL
+    kill(paused_run(point, answer_args(job["root"], job["q"], tiny_ckpt, out), nth, tmp_path))
     assert not out.exists(), "a final output appeared before the job finished"
-    kept = {r["i"] for r in shard_records(parts)} if parts.exists() else set()
+    kept = {r["i"] for r in shard_records(parts)}
+    assert len(kept) == 3 * (nth if point == "shard-after" else nth - 1)  # one shard per scene of 3 questions
 
     res = cli(*answer_args(job["root"], job["q"], tiny_ckpt, out))
     assert res.exit_code == 1, res  # only the ghost question fails
@@ -107,19 +115,14 @@ def test_answer_killed_at_a_random_point_then_rerun_equals_uninterrupted(job, ti
 def test_answer_interrupted_with_ctrl_c_exits_130_and_a_rerun_resumes(job, tiny_ckpt, tmp_path):
     out = tmp_path / "answers.jsonl"
     parts = out.with_name(out.name + ".parts")
-    proc = subprocess.Popen(spacemind_cmd(*answer_args(job["root"], job["q"], tiny_ckpt, out)), env=cli_env(),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (parts.is_dir() and len(list(parts.glob("shard-*.jsonl"))) >= 3):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.005)
+    proc = paused_run("shard-after", answer_args(job["root"], job["q"], tiny_ckpt, out), 3, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr and "Traceback" not in stderr
     assert temp_files(tmp_path) == []  # a clean stop leaves no temp file at all
     kept = {r["i"] for r in shard_records(parts)}
-    assert 3 * 3 <= len(kept) < 3 * N_SCENES
+    assert len(kept) == 3 * 3
 
     res = cli(*answer_args(job["root"], job["q"], tiny_ckpt, out))
     assert res.exit_code == 1, res
@@ -165,7 +168,7 @@ def test_answer_killed_mid_compaction_and_mid_final_write(job, tiny_ckpt, tmp_pa
 @pytest.fixture(scope="module")
 def ref_cache(job, tiny_ckpt, tmp_path_factory) -> dict[str, bytes]:
     cache = tmp_path_factory.mktemp("refcache") / "cache"
-    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     return entries(cache)
 
@@ -185,15 +188,12 @@ def assert_cache_complete(cache: Path, ref: dict[str, bytes]) -> None:
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_extract_killed_at_a_random_point_then_rerun_completes_the_cache(job, tiny_ckpt, ref_cache, tmp_path, seed):
-    rng = random.Random(seed)
-    after = rng.randint(1, N_SCENES - 5)
+    after = random.Random(seed).randint(1, N_SCENES - 5)
     cache = tmp_path / "cache"
-    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4"]
-    proc = subprocess.Popen(spacemind_cmd(*args), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: len(list(cache.glob("entries/*/*.parquet"))) >= after, rng.uniform(0.0, 0.2))
-    assert proc.returncode == -signal.SIGKILL
+    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1"]
+    kill(paused_run("cache-after", args, after, tmp_path))
     done = len(list(cache.glob("entries/*/*.parquet")))
-    assert after <= done < N_SCENES
+    assert done == after
 
     res = cli(*args)
     assert res.exit_code == 0, res
@@ -206,7 +206,7 @@ def test_extract_killed_while_an_entry_is_being_published(job, tiny_ckpt, ref_ca
     """The entry is fully written to its temp file, not renamed: readers never see it, the rerun
     encodes that scene again and removes the dead writer's temp file."""
     cache = tmp_path / "cache"
-    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4"]
+    args = ["extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1"]
     assert crash_run("cache-replace", *args, after=3) == -signal.SIGKILL
     assert len(entries(cache)) == 3
     assert len(temp_files(cache / "entries")) == 1  # the entry in flight
@@ -271,7 +271,8 @@ def test_ray_actor_killed_mid_batch_past_its_restarts_fails_cleanly_and_a_rerun_
     from spacemind_cli.errors import EXIT_RESOURCE, SpacemindError
 
     out = tmp_path / "answers.jsonl"
-    kwargs = dict(checkpoint=tiny_ckpt, output=out, questions=str(job["q"]), num_frames=4, max_new_tokens=4, batch_size=4)
+    kwargs = dict(checkpoint=tiny_ckpt, output=out, questions=str(job["q"]), num_frames=4, max_new_tokens=4, batch_size=4,
+                  cpu_threads=1)
     callback, killed = kill_actor_on_every_result(ACTOR_RESTARTS + 1)
     with pytest.raises(SpacemindError) as failure:
         run(job["root"], executor="ray", progress=callback, **kwargs)
@@ -299,12 +300,12 @@ def test_ray_extract_actor_killed_mid_batch_past_its_restarts_then_rerun_complet
     cache = tmp_path / "cache"
     callback, killed = kill_actor_on_every_result(ACTOR_RESTARTS + 1)
     with pytest.raises(SpacemindError, match="rerun to resume"):
-        run(job["root"], checkpoint=tiny_ckpt, cache=cache, executor="ray", num_frames=4, progress=callback)
+        run(job["root"], checkpoint=tiny_ckpt, cache=cache, executor="ray", num_frames=4, progress=callback, cpu_threads=1)
     assert len(killed) == ACTOR_RESTARTS + 1
     done = len(entries(cache))
     assert 0 < done < N_SCENES
 
-    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "ray", "--num-frames", "4")
+    res = cli("extract", job["root"], "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "ray", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     summary = json.loads((cache / "extract.summary.json").read_text())
     assert summary["cached"] == done and summary["encoded"] == N_SCENES - done
