@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import zlib
@@ -35,9 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spacemind_cli.cache import FeatureCache  # noqa: E402
+from spacemind_cli.cache import FeatureCache
 
 KEY = "5ce0" + "0123456789abcdef" * 3 + "abcdefabcdef"
 
@@ -233,7 +230,6 @@ def run(tmpdir: str | os.PathLike, scale: float = 1.0, repeats: int = 3) -> dict
             "zlib": zlib.ZLIB_RUNTIME_VERSION,
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
-            "tmpdir": str(tmpdir),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         },
         "entry": {

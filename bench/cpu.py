@@ -6,14 +6,14 @@
 Writes bench/results/cpu.json (every figure, machine info) and bench/results/cpu.md (a short
 table). All comparisons are ratios between runs made in this same process, on this machine:
 
-  extract   scenes/s of `pipelines.extract.run` through Ray and through the local executor (fresh
+  extract   scenes/s of `pipelines.extract` through Ray and through the local executor (fresh
             cache each), and the feature cache's write/read MB/s at realistic tensor sizes (from
             `bench.cache_io.run`: one 32-frame VGGT-1B + InternViT entry, ~247 MB).
   answer    questions/s on the VSI-like workload (`bench/workload.py`):
               baseline     peer-style: each question decoded, preprocessed, encoded and answered
                            alone (SpaceMind.encode + SpaceMind.answer_alone, batch 1), measured on
                            --baseline-per-scene questions of every scene (each costs the same)
-              local_cold   `pipelines.answer.run(executor="local")`, empty feature cache
+              local_cold   `pipelines.answer(executor="local")`, empty feature cache
               local_warm   the same job again (new output file), cache filled by local_cold
               ray_cold / ray_warm   the same through `executor="ray"` (its own cache)
             questions/s of a pipeline run = answered / wall time of the whole run() call
@@ -34,15 +34,12 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "bench" / "results"
 
@@ -117,22 +114,22 @@ def stage_table(stage_s: dict, wall: float | None) -> dict:
 # ---------------------------------------------------------------- runs
 
 
-def _job(ckpt: Path, executor: str, threads: int, **settings_kw):
-    """What `pipelines.{answer,extract}.run` do (make_executor + make_settings), plus an explicit
-    torch thread count (`JobSettings.cpu_threads`, which run() leaves at os.cpu_count())."""
-    from pipelines.common import make_executor
+def _job(ckpt: Path, executor: str, threads: int, verify_cached: bool = False, **option_fields):
+    """What `pipelines.answer` / `pipelines.extract` do (an executor + settings), kept open by the
+    caller, with an explicit torch thread count."""
+    from pipelines import RunOptions, make_executor
     from spacemind_cli.jobs.settings import make_settings
 
-    ex = make_executor(executor)
-    settings = make_settings(ckpt, dtype="auto", use_gpu=ex.uses_gpu(), cpu_threads=threads, **settings_kw)
-    return ex, settings
+    options = RunOptions(ckpt, executor=executor, cpu_threads=threads, **option_fields)
+    ex = make_executor(options)
+    return ex, make_settings(options, use_gpu=ex.uses_gpu(), verify_cached=verify_cached)
 
 
 def run_extract(workload, ckpt: Path, cache: Path, executor: str, threads: int) -> dict:
     from spacemind_cli.jobs.extract import run_extract as job
 
     t0 = time.perf_counter()
-    ex, settings = _job(ckpt, executor, threads, cache=str(cache))
+    ex, settings = _job(ckpt, executor, threads, verify_cached=True, cache=str(cache))
     try:
         s = job(workload.scenes_root, settings=settings, executor=ex)
     finally:
@@ -170,14 +167,13 @@ def run_baseline(workload, ckpt: Path, per_scene: int, threads: int) -> dict:
     import torch
 
     from spacemind_cli.jobs.plan import plan_answer
-    from spacemind_cli.jobs.settings import make_settings
-    from spacemind_cli.jobs.stages import scene_from_dict
+    from spacemind_cli.jobs.settings import RunOptions, make_settings
     from spacemind_cli.models.preprocess import PreprocessConfig, prepare
     from spacemind_cli.models.spacemind import SpaceMind
     from spacemind_cli.questions import read_questions
     from spacemind_cli.scenes import load_clip
 
-    settings = make_settings(ckpt, cpu_threads=threads)
+    settings = make_settings(RunOptions(ckpt, cpu_threads=threads))
     torch.set_num_threads(settings.cpu_threads)  # what the pipeline's model stage sets
     cfg = PreprocessConfig.from_dict(settings.preprocess)
     t0 = time.perf_counter()
@@ -189,8 +185,8 @@ def run_baseline(workload, ckpt: Path, per_scene: int, threads: int) -> dict:
     answers: dict[str, str] = {}
     n = 0
     for item in plan.items:
-        scene = scene_from_dict(item["scene"])
-        for q in item["questions"][:per_scene]:
+        scene = item.scene
+        for q in item.questions[:per_scene]:
             t0 = time.perf_counter()
             clip = load_clip(scene, settings.frame_sampling)
             t1 = time.perf_counter()
@@ -198,13 +194,13 @@ def run_baseline(workload, ckpt: Path, per_scene: int, threads: int) -> dict:
             t2 = time.perf_counter()
             enc = model.encode(prepared)
             t3 = time.perf_counter()
-            text = model.answer_alone(enc, q["prompt"], max_new_tokens=settings.max_new_tokens)
+            text = model.answer_alone(enc, q.prompt, max_new_tokens=settings.max_new_tokens)
             t4 = time.perf_counter()
             stage["read_frames_s"] += t1 - t0
             stage["preprocess_s"] += t2 - t1
             stage["encode_s"] += t3 - t2
             stage["answer_alone_s"] += t4 - t3
-            answers[str(qset.questions[q["index"]].row.get("id"))] = text
+            answers[str(qset.questions[q.index].row.get("id"))] = text
             n += 1
     total = sum(stage.values())
     return {

@@ -618,7 +618,8 @@ def section_vggt(ctx: Ctx) -> dict:
 
 def _assemble(ctx: Ctx) -> dict:
     from spacemind_cli.models.preprocess import PreprocessConfig
-    from spacemind_cli.models.spacemind import SpaceMind, SpaceMindConfig
+    from spacemind_cli.models.checkpoint import SpaceMindConfig
+    from spacemind_cli.models.spacemind import SpaceMind
     from spacemind_cli.models.tiny import tiny_tokenizer
 
     t0 = time.perf_counter()

@@ -54,8 +54,6 @@ class Workload:
             "scenes": len(self.scenes),
             "questions": self.n_questions,
             "questions_per_scene": round(self.n_questions / max(1, len(self.scenes)), 2),
-            "scenes_root": str(self.scenes_root),
-            "questions_file": str(self.questions),
             "how": self.how,
         }
 

@@ -71,3 +71,12 @@ def resource_error(exc: OSError, path) -> ResourceError:
         errno.EROFS: "read-only file system",
     }.get(exc.errno, exc.strerror or str(exc))
     return ResourceError(f"cannot write {path}: {reason}")
+
+
+def error_class(name: str) -> type[SpacemindError]:
+    """A SpacemindError subclass by name: how a worker's job-stopping failure crosses a process
+    boundary as text (a Ray result) and is raised again, exit code included, on the driver."""
+    for cls in (SpacemindError, *SpacemindError.__subclasses__()):
+        if cls.__name__ == name:
+            return cls
+    return SpacemindError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.answer import run
+from pipelines import answer as run
 from spacemind_cli.jobs.output import AnswerStore
 
 VOLATILE = ("timing", "cache")  # wall-clock and cache provenance differ between equivalent runs

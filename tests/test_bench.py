@@ -172,3 +172,16 @@ def test_vggt_precision_bench_measures_the_half_weight_opt_in(tmp_path):
     t = r["cpu_forward_s"]
     assert t["half_vs_reference"] == t["reference"] / t["half"]
     assert "GiB saved" in out.with_suffix(".md").read_text()
+
+
+def test_committed_results_and_docs_hold_no_machine_paths():
+    """Benchmark results and fixture docs travel with the repo: no absolute path of the machine
+    that made them (temp folders, home or work directories)."""
+    import re
+
+    machine_path = re.compile(r"(?<![\w.])/(tmp|work|root|home|Users|var/folders)/")
+    files = [*(REPO / "bench" / "results").glob("*"), *(REPO / "tests" / "fixtures").rglob("*.md"),
+             *(REPO / "tests" / "fixtures").rglob("*.py"), REPO / "README.md", REPO / "bench" / "README.md"]
+    offenders = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in files if p.is_file() and p.suffix in (".json", ".md", ".py")
+                 for m in [machine_path.search(p.read_text(errors="replace"))] if m]
+    assert not offenders, offenders

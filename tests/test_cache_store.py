@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from spacemind_cli.cache import SCHEMA_VERSION, CacheEntry, FeatureCache
-from spacemind_cli.cache import fsutil
+from spacemind_cli import files as fsutil
 from spacemind_cli.errors import CacheError, ResourceError
 
 KEY = "ab" + "0123456789abcdef" * 3
@@ -370,7 +370,7 @@ def test_temp_files_are_ignored_and_cleaned(cache: FeatureCache) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = fsutil._HOST
+    host = fsutil.HOST
     live_tmp = path.parent / f".{path.name}.{host}.{os.getppid()}.aaaa.tmp"
     dead_tmp = path.parent / f".{path.name}.{host}.{dead.pid}.bbbb.tmp"
     for p in (live_tmp, dead_tmp):
@@ -407,7 +407,7 @@ def _killed_writer(root: str, key: str) -> None:
     """Child: starts writing a big entry and dies (SIGKILL) after the data is written, before the
     rename: no cleanup code can run, exactly like a power cut or OOM kill."""
     from spacemind_cli.cache import FeatureCache as FC
-    from spacemind_cli.cache import fsutil as fs
+    from spacemind_cli import files as fs
 
     c = FC(root)
     c.register_fingerprint("fp-crash")  # the manifest update completes; the entry write dies

@@ -18,7 +18,8 @@ from spacemind_cli.models import internvl
 from spacemind_cli.models.checkpoint_tools import assemble, inspect
 from spacemind_cli.models.lora import merge_lora
 from spacemind_cli.models.preprocess import prepare
-from spacemind_cli.models.spacemind import SpaceMind, checkpoint_id, encoder_fingerprint
+from spacemind_cli.models.checkpoint import checkpoint_id, encoder_fingerprint
+from spacemind_cli.models.spacemind import SpaceMind
 from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

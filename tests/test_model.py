@@ -29,14 +29,8 @@ from spacemind_cli.models.preprocess import (
     vit_frames,
     vit_tensor,
 )
-from spacemind_cli.models.spacemind import (
-    EncoderOutputs,
-    SpaceMind,
-    SpaceMindConfig,
-    checkpoint_id,
-    encoder_fingerprint,
-    load_config,
-)
+from spacemind_cli.models.checkpoint import SpaceMindConfig, checkpoint_id, encoder_fingerprint, load_config
+from spacemind_cli.models.spacemind import EncoderOutputs, SpaceMind
 from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -400,3 +394,32 @@ def test_lazy_vggt_is_loaded_only_when_a_scene_needs_encoding(ckpt, sm, clips, e
     assert lazy.vggt is None  # answering from features never touched VGGT
     assert torch.equal(lazy.encode(clips[0]).vggt_patch, encs[0].vggt_patch)
     assert lazy.vggt is not None
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c["cgmf"].update(headz=8), "'headz'"),  # CGMFConfig used to drop it silently
+        (lambda c: c["preprocess"].update(vit_sizes=448), "'vit_sizes'"),
+        (lambda c: c["prompt"].update(system=""), "'system'"),
+        (lambda c: c.update(fusion_weight="f.safetensors"), "'fusion_weight'"),
+    ],
+)
+def test_an_unknown_setting_in_the_checkpoint_config_is_refused_by_name(ckpt, tmp_path, edit, named):
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    edit(cfg)
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=f"unknown setting.*{named}"):
+        load_config(bad)
+
+
+def test_vggt_config_refuses_unknown_keys_but_not_the_hubs_head_flags():
+    from spacemind_cli.models.vggt import VGGTConfig
+
+    hub = {"img_size": 518, "patch_size": 14, "embed_dim": 1024,
+           "enable_camera": True, "enable_point": True, "enable_depth": True, "enable_track": True}
+    assert VGGTConfig.from_dict(hub) == VGGTConfig()
+    with pytest.raises(ValueError, match="unknown setting.*'emb_dim'"):
+        VGGTConfig.from_dict({"emb_dim": 1024})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.answer import run as run_answer
-from pipelines.extract import run as run_extract
+from pipelines import answer as run_answer
+from pipelines import extract as run_extract
 
 pytestmark = pytest.mark.ray
 

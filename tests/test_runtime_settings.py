@@ -8,7 +8,7 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.executor import CPU_ACTOR_CPUS, cpu_actor_share
+from pipelines.ray import CPU_ACTOR_CPUS, cpu_actor_share
 
 
 @pytest.mark.parametrize(

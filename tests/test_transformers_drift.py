@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,7 +26,8 @@ from packaging.version import Version
 from torch import nn
 
 from spacemind_cli.models import generation, internvl
-from spacemind_cli.models.spacemind import VISION_PREFIXES, SpaceMind
+from spacemind_cli.models.internvl import VISION_PREFIXES
+from spacemind_cli.models.spacemind import SpaceMind
 from spacemind_cli.models.checkpoint_tools import LLM_PREFIXES, PROJECTOR_PREFIXES, safetensors_header
 
 TF = Version(transformers.__version__)

@@ -239,7 +239,7 @@ def test_full_size_loading_path_on_meta(full_listing, caplog):
     msg = records[0].getMessage()
     n_heads = sum(k.startswith(("depth_head.", "point_head.", "track_head.")) for k in sd)
     assert n_heads == 1797 - 1279
-    assert "vggt1b-meta" in msg and f"loaded 1279 " in msg and f"skipped {n_heads} " in msg
+    assert "vggt1b-meta" in msg and "loaded 1279 " in msg and f"skipped {n_heads} " in msg
     assert "depth_head 62" in msg and "point_head 62" in msg and "track_head 394" in msg
     # dtype is applied on load
     m16 = VGGT.from_state_dict(sd, device="meta", dtype=torch.bfloat16)

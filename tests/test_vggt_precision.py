@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spacemind_cli.jobs.settings import make_settings
+from spacemind_cli.jobs.settings import RunOptions, make_settings
 from spacemind_cli.models.preprocess import prepare, vggt_tensor
 from spacemind_cli.models.spacemind import SpaceMind
 from spacemind_cli.models.vggt import VGGT
@@ -63,11 +63,11 @@ def test_half_weights_are_an_opt_in_whose_deviation_is_measured(ckpt, clip):
 
 
 def test_the_choice_is_part_of_the_cache_and_run_keys(ckpt):
-    full = make_settings(ckpt, dtype="bf16")
-    half = make_settings(ckpt, dtype="bf16", vggt_weights="half")
+    full = make_settings(RunOptions(ckpt, dtype="bf16"))
+    half = make_settings(RunOptions(ckpt, dtype="bf16", vggt_weights="half"))
     assert full.vggt_weights == "fp32" and half.vggt_weights == "half"
     assert full.feature_key("scene") != half.feature_key("scene")
     assert full.run_key() != half.run_key()
     # in fp32 both mean the same computation, so they share keys
-    assert make_settings(ckpt, dtype="fp32", vggt_weights="half").feature_key("scene") == make_settings(
-        ckpt, dtype="fp32").feature_key("scene")
+    assert make_settings(RunOptions(ckpt, dtype="fp32", vggt_weights="half")).feature_key("scene") == make_settings(
+        RunOptions(ckpt, dtype="fp32")).feature_key("scene")

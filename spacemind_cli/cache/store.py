@@ -12,7 +12,7 @@ The well-known meta keys get typed (nullable) columns with a fixed type, so
 ``read_parquet('ROOT/entries/**/*.parquet')`` sees one schema across entries; ``meta_json`` holds
 the whole ``meta`` dict exactly and is what ``get`` returns. Listing reads only file footers.
 
-Writes are atomic (temp file + fsync + ``os.replace``, see ``fsutil.py``); a reader sees a whole
+Writes are atomic (temp file + fsync + ``os.replace``, see ``spacemind_cli/files.py``); a reader sees a whole
 entry or none. ``get`` returns exactly the meta and tensors that were written, or raises
 ``CacheError``; the caller recomputes and overwrites.
 """
@@ -36,7 +36,7 @@ import torch
 
 from spacemind_cli import __version__ as SPACEMIND_VERSION
 from spacemind_cli.cache import entry as entry_format
-from spacemind_cli.cache import fsutil
+from spacemind_cli import files as fsutil
 from spacemind_cli.cache import tensors as tcodec
 from spacemind_cli.cache.entry import KV, LAYOUT, SCHEMA_VERSION
 from spacemind_cli.errors import CacheError, ResourceError, resource_error
@@ -256,11 +256,10 @@ class FeatureCache:
 
         self._ensure_fingerprint(fingerprint, describe)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write(path, lambda tmp: pq.write_table(table, str(tmp), **opts), durable=self.durable)
-        except OSError as exc:
-            log.warning("cache write failed for %s: %s", path, entry_format.short(exc))
-            raise resource_error(exc, path) from exc
+        except ResourceError as exc:  # disk full, read-only: no partial entry is left
+            log.warning("cache write failed for %s: %s", path, exc.message)
+            raise
         log.debug("cached %s (%d bytes of tensors)", path, sum(e.nbytes for e in enc.values()))
         return path
 
@@ -337,7 +336,7 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ listing
 
-    def _shards(self) -> list[Path]:
+    def _shard_dirs(self) -> list[Path]:
         try:
             with os.scandir(self.root / ENTRIES) as it:
                 return sorted(Path(e.path) for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
@@ -346,7 +345,7 @@ class FeatureCache:
 
     def _files(self) -> Iterator[tuple[str, Path]]:
         """(key, path) of every committed entry file; temp files and strangers are skipped."""
-        for shard in self._shards():
+        for shard in self._shard_dirs():
             try:
                 with os.scandir(shard) as it:
                     names = sorted(e.name for e in it if e.is_file(follow_symlinks=False))
@@ -443,7 +442,7 @@ class FeatureCache:
         log.debug("deleted cache entry %s", path)
 
     def _temp_files(self) -> Iterator[Path]:
-        dirs = [self.root, *self._shards()]
+        dirs = [self.root, *self._shard_dirs()]
         for d in dirs:
             try:
                 with os.scandir(d) as it:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import EXIT_PARTIAL
+from . import options as opt
 from .common import console, err_console, handle_errors
 from .progress import job_progress
 
@@ -53,62 +54,39 @@ def print_summary(summary: dict) -> None:
 
 @handle_errors
 def answer(
-    scenes: Path = typer.Argument(..., help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ or ROOT/<dataset>/<scene>."),
+    scenes: Path = opt.SCENES,
     questions: Optional[Path] = typer.Option(None, "--questions", help="Question file (.jsonl, .json, .parquet)."),
     template: Optional[Path] = typer.Option(None, "--template", help="Template questions asked of every scene (annotation job)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder (see `spacemind checkpoint`)."),
+    checkpoint: Path = opt.CHECKPOINT,
     output: Path = typer.Option(..., "--output", "-o", help="Answers: OUT.jsonl or OUT.parquet; a folder with --template."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read from and fill (see `spacemind extract`)."),
-    executor: str = typer.Option("ray", "--executor", help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto')."),
-    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="GPUs to use, one model actor each (default: all in the cluster)."),
-    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors on a CPU-only cluster (default 1)."),
+    executor: str = opt.EXECUTOR,
+    ray_address: Optional[str] = opt.RAY_ADDRESS,
+    num_gpus: Optional[int] = opt.NUM_GPUS,
+    actors: Optional[int] = opt.ACTORS,
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Questions of one scene decoded together."),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, help="Generated tokens per answer (VSI-Bench: 16)."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
-    sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1,
-        help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
-        "Pin it when two runs must agree bit for bit.",
-    ),
-    vggt_weights: str = typer.Option(
-        "fp32", "--vggt-weights",
-        help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
-        "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
-    ),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
+    num_frames: Optional[int] = opt.NUM_FRAMES,
+    sampling: Optional[str] = opt.SAMPLING,
+    dtype: str = opt.DTYPE,
+    vggt_weights: str = opt.VGGT_WEIGHTS,
+    threads: Optional[int] = opt.THREADS,
+    device: Optional[str] = opt.DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
-    trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
+    trust_path: List[Path] = opt.TRUST_PATH,
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not print benchmark scores at the end."),
 ):
-    from pipelines.answer import run
+    from pipelines import answer as run_answer
 
+    options = opt.run_options(
+        checkpoint=checkpoint, cache=cache, executor=executor, ray_address=ray_address, num_gpus=num_gpus,
+        actors=actors, batch_size=batch_size, max_new_tokens=max_new_tokens, num_frames=num_frames,
+        sampling=sampling, dtype=dtype, vggt_weights=vggt_weights, threads=threads, device=device,
+        trust_path=trust_path,
+    )
     with job_progress("answering", "scenes") as progress:
-        summary = run(
-            scenes,
-            checkpoint=checkpoint,
-            output=output,
-            questions=str(questions) if questions else None,
-            template=str(template) if template else None,
-            cache=cache,
-            executor=executor,
-            ray_address=ray_address,
-            num_gpus=num_gpus,
-            actors=actors,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            num_frames=num_frames,
-            sampling=sampling,
-            dtype=dtype,
-            vggt_weights=vggt_weights,
-            cpu_threads=threads,
-            device=device,
-            overwrite=overwrite,
-            trusted_paths=tuple(str(p) for p in trust_path),
-            progress=progress,
-        )
+        summary = run_answer(scenes, options, output=output, questions=str(questions) if questions else None,
+                             template=str(template) if template else None, overwrite=overwrite, progress=progress)
     print_summary(summary)
     if summary["has_ground_truth"] and not no_eval and template is None and summary["rows_written"]:
         _print_scores(output)

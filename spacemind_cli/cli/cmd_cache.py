@@ -111,7 +111,7 @@ def prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
 ):
     """Delete entries by age, fingerprint, checkpoint mismatch, or failed verification."""
-    from ..models.spacemind import encoder_fingerprint
+    from ..models.checkpoint import encoder_fingerprint
 
     keep = {encoder_fingerprint(c) for c in keep_checkpoint} if keep_checkpoint else None
     if not any([older_than, fingerprint, keep, bad]):

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import EXIT_PARTIAL
+from . import options as opt
 from .common import console, err_console, handle_errors
 from .progress import job_progress
 
@@ -23,53 +24,32 @@ HELP = (
 
 @handle_errors
 def extract(
-    scenes: Path = typer.Argument(..., help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ or ROOT/<dataset>/<scene>."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder."),
+    scenes: Path = opt.SCENES,
+    checkpoint: Path = opt.CHECKPOINT,
     cache: Path = typer.Option(..., "--cache", help="Feature cache folder (created if missing)."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Only the scenes this question file uses."),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32)."),
-    sampling: Optional[str] = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all."),
-    executor: str = typer.Option("ray", "--executor", help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto')."),
-    num_gpus: Optional[int] = typer.Option(None, "--num-gpus", help="GPUs to use, one encoder actor each (default: all in the cluster)."),
-    actors: Optional[int] = typer.Option(None, "--actors", help="Encoder actors on a CPU-only cluster (default 1)."),
+    num_frames: Optional[int] = opt.NUM_FRAMES,
+    sampling: Optional[str] = opt.SAMPLING,
+    executor: str = opt.EXECUTOR,
+    ray_address: Optional[str] = opt.RAY_ADDRESS,
+    num_gpus: Optional[int] = opt.NUM_GPUS,
+    actors: Optional[int] = opt.ACTORS,
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes handed to an encoder actor per call under Ray (fewer round trips; each scene is still encoded on its own, so features never depend on it)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1,
-        help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
-        "Pin it when two runs must agree bit for bit.",
-    ),
-    vggt_weights: str = typer.Option(
-        "fp32", "--vggt-weights",
-        help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
-        "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
-    ),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available)."),
-    trust_path: List[Path] = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path."),
+    dtype: str = opt.DTYPE,
+    threads: Optional[int] = opt.THREADS,
+    vggt_weights: str = opt.VGGT_WEIGHTS,
+    device: Optional[str] = opt.DEVICE,
+    trust_path: List[Path] = opt.TRUST_PATH,
 ):
-    from pipelines.extract import run
+    from pipelines import extract as run_extract
 
+    options = opt.run_options(
+        checkpoint=checkpoint, cache=cache, executor=executor, ray_address=ray_address, num_gpus=num_gpus,
+        actors=actors, items_per_call=batch_size, num_frames=num_frames, sampling=sampling, dtype=dtype,
+        vggt_weights=vggt_weights, threads=threads, device=device, trust_path=trust_path,
+    )
     with job_progress("encoding", "scenes") as progress:
-        summary = run(
-            scenes,
-            checkpoint=checkpoint,
-            cache=cache,
-            questions=str(questions) if questions else None,
-            executor=executor,
-            ray_address=ray_address,
-            num_gpus=num_gpus,
-            actors=actors,
-            batch_size=batch_size,
-            num_frames=num_frames,
-            sampling=sampling,
-            dtype=dtype,
-            vggt_weights=vggt_weights,
-            cpu_threads=threads,
-            device=device,
-            trusted_paths=tuple(str(p) for p in trust_path),
-            progress=progress,
-        )
+        summary = run_extract(scenes, options, questions=str(questions) if questions else None, progress=progress)
     table = Table(title="spacemind extract", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")

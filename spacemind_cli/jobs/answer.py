@@ -1,7 +1,7 @@
 """The answer job: questions + scenes -> answers file, resumable, on any executor.
 
-Executors (local in-process, or the Ray Data pipeline in `pipelines/answer.py`) only move work
-items through the two stages of `stages.py`; planning, resume, writing and the summary live
+Executors (`pipelines.local`, `pipelines.ray`) only move work items through the stages
+(`stages.load_item`, then `stages.AnswerStage`); planning, resume, writing and the summary live
 here, once.
 """
 
@@ -15,26 +15,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError
+from ..errors import InputError, error_class
+from ..files import atomic_write_text
+from ..models.answering import Answer
 from ..parsing import parse_answer
-from ..questions import QuestionSet, read_questions
+from ..questions import Question, QuestionSet, read_questions
 from ..scenes import check_root
-from .output import AnswerStore, ErrorLog, atomic_write_text, question_digest
+from .output import AnswerStore, ErrorLog, question_digest
 from .plan import expand_templates, plan_answer
+from .records import ItemResult
 from .settings import JobSettings
-from .stages import open_job_cache
+from .stages import AnswerStage, open_job_cache
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[dict], None]  # called with {"done", "total", "questions", "failed"} as items finish
+ProgressFn = Callable[[dict], None]  # called with {"done", "total", "questions", "failed", "scene"} as items finish
 
 
-def output_row(q, answer: dict, result: dict, settings: JobSettings) -> dict:
-    meta = result.get("meta") or {}
+def output_row(q: Question, answer: Answer, result: ItemResult, settings: JobSettings) -> dict:
+    meta = result.meta or {}
     row = dict(q.row)
-    text = answer["prediction"]
-    row["prediction"] = text
-    row["answer"] = parse_answer(text, options=q.options, question_type=q.question_type)
+    row["prediction"] = answer.text
+    row["answer"] = parse_answer(answer.text, options=q.options, question_type=q.question_type)
     row["scene_key"] = meta.get("scene_key")
     row["checkpoint_id"] = settings.checkpoint_id
     row["run_key"] = settings.run_key()
@@ -42,42 +44,42 @@ def output_row(q, answer: dict, result: dict, settings: JobSettings) -> dict:
     row["frame_indices"] = meta.get("frame_indices")
     if meta.get("notes"):
         row["frames_note"] = "; ".join(meta["notes"])
-    timing = {k: round(v, 6) for k, v in (result.get("timing") or {}).items()}
-    timing.update(generate_s=round(answer["generate_s"], 6), batch=answer["batch"])
+    timing = {k: round(v, 6) for k, v in result.timing.items()}
+    timing.update(generate_s=round(answer.generate_s, 6), batch=answer.batch)
     row["timing"] = timing
-    row["cache"] = result.get("cache")
+    row["cache"] = result.cache
     return row
 
 
-class _Tracker:
-    """Counts and per-actor stats for the summary."""
+class RunTally:
+    """What the summary reports: counts, cache statuses, seconds per stage, and per worker."""
 
     def __init__(self):
         self.cache = Counter()
         self.stage_s = Counter()
-        self.actors: dict[str, dict] = {}
+        self.workers: dict[str, dict] = {}
         self.answered = 0
         self.failed = 0
         self.items = 0
 
-    def add(self, result: dict, n_questions: int) -> None:
+    def add(self, result: ItemResult, n_questions: int) -> None:
         self.items += 1
-        actor = result.get("actor") or {}
-        key = f"{actor.get('node')}:{actor.get('pid')}"
-        a = self.actors.setdefault(
-            key, {"node": actor.get("node"), "pid": actor.get("pid"), "device": actor.get("device"), "items": 0, "questions": 0}
+        actor = result.actor
+        w = self.workers.setdefault(
+            f"{actor.node}:{actor.pid}",
+            {"node": actor.node, "pid": actor.pid, "device": actor.device, "items": 0, "questions": 0},
         )
-        a["items"] += 1
-        a["peak_memory_bytes"] = max(a.get("peak_memory_bytes") or 0, actor.get("peak_memory") or 0) or None
-        a["model_load_s"] = actor.get("load_s")
-        a["threads"] = actor.get("threads")
-        if result.get("status") == "ok":
-            a["questions"] += n_questions
-            self.cache[result.get("cache") or "none"] += 1
-            for k, v in (result.get("timing") or {}).items():
+        w["items"] += 1
+        w["peak_memory_bytes"] = max(w.get("peak_memory_bytes") or 0, actor.peak_memory or 0) or None
+        w["model_load_s"] = actor.load_s
+        w["threads"] = actor.threads
+        if result.status == "ok":
+            w["questions"] += n_questions
+            self.cache[result.cache or "none"] += 1
+            for k, v in result.timing.items():
                 self.stage_s[k] += v
-            for ans in result.get("answers", []):
-                self.stage_s["generate_s"] += ans["generate_s"] / max(1, ans["batch"])
+            for ans in result.answers:
+                self.stage_s["generate_s"] += ans.generate_s / max(1, ans.batch)
 
 
 def load_question_set(root: Path, questions: str | None, template: str | None) -> QuestionSet:
@@ -128,40 +130,38 @@ def run_answer(
         errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
     failed_questions = len(plan.failures)
 
-    tracker = _Tracker()
-    items = {it["item_id"]: it for it in plan.items}
-    total_items = len(plan.items)
+    tally = RunTally()
+    items = {it.item_id: it for it in plan.items}
     t_work = time.perf_counter()
 
-    def on_result(result: dict) -> None:
+    def on_result(result: ItemResult) -> None:
         nonlocal failed_questions
-        item = items[result["item_id"]]
-        qs = item["questions"]
-        tracker.add(result, len(qs))
-        if result.get("status") != "ok":
-            for qd in qs:
-                q = qset.questions[qd["index"]]
+        if result.stop_job:
+            raise error_class(result.stop_job)(result.error or "a worker failed")
+        item = items[result.item_id]
+        tally.add(result, len(item.questions))
+        if result.status != "ok":
+            for ref in item.questions:
+                q = qset.questions[ref.index]
                 errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid,
-                            "scene": item["scene"]["key"], "error": result.get("error")})
-            failed_questions += len(qs)
+                            "scene": item.scene.key, "error": result.error})
+            failed_questions += len(item.questions)
         else:
-            records = []
-            for ans in result["answers"]:
-                q = qset.questions[ans["index"]]
-                records.append((ans["index"], digests[ans["index"]], output_row(q, ans, result, settings)))
+            records = [(a.key, digests[a.key], output_row(qset.questions[a.key], a, result, settings))
+                       for a in result.answers]
             store.write(records)
-            tracker.answered += len(records)
-            for bad in result.get("question_errors") or ():
-                q = qset.questions[bad["index"]]
+            tally.answered += len(records)
+            for bad in result.question_errors:
+                q = qset.questions[bad.key]
                 errors.add({"stage": "question", "file": q.source, "line": q.line, "id": q.qid,
-                            "scene": item["scene"]["key"], "error": bad["error"]})
+                            "scene": item.scene.key, "error": bad.error})
                 failed_questions += 1
         if progress:
-            progress({"done": tracker.items, "total": total_items, "questions": tracker.answered,
-                      "failed": failed_questions, "scene": item["scene"]["key"]})
+            progress({"done": tally.items, "total": len(plan.items), "questions": tally.answered,
+                      "failed": failed_questions, "scene": item.scene.key})
 
     try:
-        exec_info = executor.run(plan.items, on_result, settings, "answer") if plan.items else {"executor": executor.name}
+        exec_info = executor.run(plan.items, AnswerStage, settings, on_result) if plan.items else {"executor": executor.name}
     finally:
         errors.close()
     work_s = time.perf_counter() - t_work
@@ -177,20 +177,20 @@ def run_answer(
         "executor": exec_info.get("executor"),
         "questions": len(qset.questions),
         "question_problems": len(qset.problems),
-        "answered": tracker.answered,
+        "answered": tally.answered,
         "resumed": len(done),
         # Answers of earlier runs with other settings: kept apart, never in this output.
         "other_settings_kept": sum(other_runs.values()),
         "failed": failed_questions,
         "rows_written": written,
         "scenes": plan.scenes,
-        "items": total_items,
-        "cache": dict(tracker.cache),
+        "items": len(plan.items),
+        "cache": dict(tally.cache),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
         "work_s": round(work_s, 3),
-        "questions_per_s": round(tracker.answered / work_s, 3) if work_s > 0 and tracker.answered else None,
-        "stage_s": {k: round(v, 3) for k, v in tracker.stage_s.items()},
-        "actors": list(tracker.actors.values()),
+        "questions_per_s": round(tally.answered / work_s, 3) if work_s > 0 and tally.answered else None,
+        "stage_s": {k: round(v, 3) for k, v in tally.stage_s.items()},
+        "actors": list(tally.workers.values()),
         "checkpoint_id": settings.checkpoint_id,
         "run_key": settings.run_key(),
         "has_ground_truth": qset.has_ground_truth(),

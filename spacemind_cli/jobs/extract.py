@@ -8,13 +8,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError, ResourceError
+from ..errors import InputError, error_class
+from ..files import atomic_write_text
 from ..questions import read_questions
-from ..scenes import check_root, discover_scenes
-from .output import ErrorLog, atomic_write_text
+from ..scenes import VIDEO_EXTS, check_root, discover_scenes
+from .output import ErrorLog
 from .plan import plan_extract, scenes_of_questions
+from .records import ItemResult
 from .settings import JobSettings
-from .stages import open_job_cache
+from .stages import EncodeStage, open_job_cache
 
 ERRORS_FILE = "extract.errors.jsonl"
 SUMMARY_FILE = "extract.summary.json"
@@ -42,7 +44,7 @@ def run_extract(
     else:
         scenes = discover_scenes(root)
         if not scenes:
-            raise InputError(f"no scenes under {root} (videos {', '.join(('.mp4', '.mov', '.mkv', '.avi', '.webm'))} or frame folders)")
+            raise InputError(f"no scenes under {root} (videos {', '.join(VIDEO_EXTS)} or frame folders)")
     plan = plan_extract(scenes)
     errors = ErrorLog(Path(cache.root) / ERRORS_FILE)
     for p in problems:
@@ -54,24 +56,22 @@ def run_extract(
     actors: dict[str, dict] = {}
     t_work = time.perf_counter()
 
-    def on_result(result: dict) -> None:
-        if result.get("resource_error"):
-            # The cache is this job's only product: a full or read-only disk stops it (exit 5);
-            # what is stored is whole, and a rerun with room resumes from there.
-            raise ResourceError(result.get("error") or f"cannot write to the cache {cache.root}")
-        status[result.get("status")] += 1
-        actor = result.get("actor") or {}
-        a = actors.setdefault(f"{actor.get('node')}:{actor.get('pid')}", {"node": actor.get("node"), "pid": actor.get("pid"), "items": 0})
+    def on_result(result: ItemResult) -> None:
+        if result.stop_job:
+            raise error_class(result.stop_job)(result.error or f"cannot write to the cache {cache.root}")
+        status[result.status] += 1
+        actor = result.actor
+        a = actors.setdefault(f"{actor.node}:{actor.pid}", {"node": actor.node, "pid": actor.pid, "items": 0})
         a["items"] += 1
-        a["peak_memory_bytes"] = actor.get("peak_memory")
-        if result.get("status") == "failed":
-            errors.add({"stage": "scene", "scene": result["item_id"], "error": result.get("error")})
+        a["peak_memory_bytes"] = actor.peak_memory
+        if result.status == "failed":
+            errors.add({"stage": "scene", "scene": result.item_id, "error": result.error})
         if progress:
-            progress({"done": sum(status.values()), "total": len(plan.items), "scene": result["item_id"],
+            progress({"done": sum(status.values()), "total": len(plan.items), "scene": result.item_id,
                       "encoded": status["ok"], "cached": status["cached"], "failed": status["failed"]})
 
     try:
-        info = executor.run(plan.items, on_result, settings, "extract") if plan.items else {"executor": executor.name}
+        info = executor.run(plan.items, EncodeStage, settings, on_result) if plan.items else {"executor": executor.name}
     finally:
         errors.close()
     work_s = time.perf_counter() - t_work

@@ -17,7 +17,6 @@ streamed and merged with a heap, never loaded whole.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import logging
@@ -26,9 +25,11 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from ..errors import InputError, resource_error
+from ..files import (atomic_write_text, claim_temp, json_line, release_temp, remove_quietly, remove_stale_temps,
+                     write_parquet)
 from ..fingerprint import text_digest
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,6 @@ log = logging.getLogger(__name__)
 SHARD_GLOB = "shard-*.jsonl"
 _SHARD_NAME = re.compile(r"shard-(?P<tag>[0-9a-f]{16})-[0-9a-f]{32}\.jsonl")
 _COMPACT_AT = 64  # shards of one run; beyond this, merge them into one
-
-
-def json_line(obj) -> str:
-    """One JSONL line, UTF-8 text kept readable; text that is not valid Unicode (file names with
-    non-UTF-8 bytes reach us as lone surrogates) is written as JSON escapes instead of failing."""
-    text = json.dumps(obj, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(obj)
-    return text + "\n"
 
 
 def question_digest(row: dict) -> str:
@@ -60,82 +50,6 @@ def new_shard_id() -> str:
 def run_tag(run_key: str) -> str:
     """The part of a run key that names its shards."""
     return text_digest(run_key)[:16]
-
-
-_OPEN_TEMPS: set[str] = set()  # temp files this process is writing right now
-
-
-def _claim_temp(path: Path) -> tuple[int, str]:
-    """A fresh hidden temp file beside `path`, named for its writer (`.<name>.<host>.<pid>.<rand>.tmp`,
-    see cache/fsutil.py) so that a later run can tell a dead writer's leftovers from a live one's."""
-    from ..cache import fsutil
-
-    tmp = str(fsutil.temp_name(path))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    _OPEN_TEMPS.add(tmp)
-    return fd, tmp
-
-
-def _done_with_temp(tmp: str) -> None:
-    _OPEN_TEMPS.discard(str(tmp))
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Remove the temp files of `path` (`.<name>.*.tmp` beside it) left by writers that died on
-    this host (kill -9, power loss), or by an earlier job of this process that could not remove
-    them (e.g. the disk had turned read-only); temp files of live writers stay."""
-    from ..cache import fsutil
-
-    prefix = f".{path.name}."
-    mine = f".{fsutil._HOST}.{os.getpid()}."  # this process's temp files: ".<host>.<pid>."
-    try:
-        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and fsutil.is_temp_name(n)]
-    except OSError:
-        return
-    for name in names:
-        tmp = path.parent / name
-        orphan = mine in name[len(prefix) - 1 :] and str(tmp) not in _OPEN_TEMPS
-        if orphan or fsutil.is_stale_temp(tmp, older_than=None):
-            _silent_unlink(tmp)
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path):
-    """Yields a temp path beside `path` to write; on success it replaces `path` in one rename, on
-    any failure it is removed. OSErrors (disk full, read-only, permission) become ResourceError."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _claim_temp(path)
-        os.close(fd)
-    except OSError as exc:
-        raise resource_error(exc, path) from exc
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        _silent_unlink(tmp)
-        raise resource_error(exc, path) from exc
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
-    finally:
-        _done_with_temp(tmp)
-
-
-def atomic_write_text(path: Path, write) -> None:
-    """write(fh) into a temp file beside `path`, fsync, rename. Raises ResourceError."""
-    with atomic_target(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def _silent_unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def output_paths(output: Path) -> dict[str, Path]:
@@ -180,7 +94,7 @@ class AnswerStore:
         if overwrite:
             shutil.rmtree(self.parts, ignore_errors=True)
             for p in (self.output, self.errors_path, self.summary_path):
-                _silent_unlink(p)
+                remove_quietly(p)
         self._prepare_dir()
         self._split_untagged_shards()
 
@@ -193,7 +107,7 @@ class AnswerStore:
         except OSError as exc:
             raise resource_error(exc, self.parts) from exc
         for stale in self.parts.glob(".*.tmp"):  # left by a crash mid-write
-            _silent_unlink(stale)
+            remove_quietly(stale)
         for path in (self.output, self.errors_path, self.summary_path):  # a crash mid-finalize, mid-run
             remove_stale_temps(path)
 
@@ -217,7 +131,7 @@ class AnswerStore:
 
             self._write_shard(run_tag(key), dump)
         for path in untagged:
-            _silent_unlink(path)
+            remove_quietly(path)
 
     # ------------------------------------------------------------ reading back
     def _shard_files(self, tag: str | None = None) -> list[Path]:
@@ -317,7 +231,7 @@ class AnswerStore:
 
         self._write_shard(self.run_tag, dump)
         for p in old:
-            _silent_unlink(p)
+            remove_quietly(p)
 
     def rows(self, digests: list[str]) -> Iterator[dict]:
         """The valid answer rows, in question-file order."""
@@ -341,114 +255,6 @@ class AnswerStore:
         return count
 
 
-def row_batches(rows: Iterable[dict], batch_rows: int) -> Iterator[list[dict]]:
-    buf: list[dict] = []
-    for row in rows:
-        buf.append(row)
-        if len(buf) >= batch_rows:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-def merged_schema(schema, rows: list[dict]):
-    """`schema` widened to fit `rows` too: new columns are added, mixed types promoted, so a
-    column that first appears late (or changes type) is never dropped or refused."""
-    import pyarrow as pa
-
-    new = infer_schema(rows)
-    if schema is None:
-        return new
-    fields = {f.name: f for f in schema}
-    for f in new:
-        old = fields.get(f.name)
-        if old is None or old.type == f.type:
-            fields.setdefault(f.name, f)
-            continue
-        try:
-            fields[f.name] = pa.unify_schemas([pa.schema([old]), pa.schema([f])], promote_options="permissive").field(0)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. numbers and text: text holds both
-            fields[f.name] = pa.field(f.name, pa.string())
-    return pa.schema(list(fields.values()))
-
-
-def write_parquet(path: Path, rows_factory, batch_rows: int = 2048) -> int:
-    """Stream rows into one Parquet file: a first pass settles a schema every row fits (mixed
-    types are widened), the second writes. Rows are never all in memory."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = None
-    for buf in row_batches(rows_factory(), batch_rows):
-        schema = merged_schema(schema, buf)
-    if schema is None:
-        schema = pa.schema([])
-    count = 0
-    with atomic_target(path) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for buf in row_batches(rows_factory(), batch_rows):
-                writer.write_table(to_table(buf, schema))
-                count += len(buf)
-    return count
-
-
-def _arrow_safe(value):
-    """Arrow stores only valid UTF-8: text with lone surrogates (non-UTF-8 file names) gets them
-    as backslash escapes, the same text a JSON reader shows."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, list):
-        return [_arrow_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {_arrow_safe(k): _arrow_safe(v) for k, v in value.items()}
-    return value
-
-
-def _jsonable_cell(value):
-    # Columns that mix types (a ground truth that is sometimes a number) become text.
-    return value if isinstance(value, str) or value is None else json.dumps(value)
-
-
-def infer_schema(rows: list[dict]):
-    import pyarrow as pa
-
-    rows = [_arrow_safe(r) for r in rows]
-    keys: dict[str, None] = {}
-    for r in rows:
-        keys.update(dict.fromkeys(r))
-    fields = []
-    for k in keys:
-        col = [r.get(k) for r in rows]
-        try:
-            arr = pa.array(col)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arr = pa.array([_jsonable_cell(v) for v in col], type=pa.string())
-        fields.append(pa.field(k, arr.type))
-    return pa.schema(fields)
-
-
-def to_table(rows: list[dict], schema):
-    import pyarrow as pa
-
-    rows = [_arrow_safe(r) for r in rows]
-    cols = {}
-    for f in schema:
-        col = [r.get(f.name) for r in rows]
-        try:
-            cols[f.name] = pa.array(col, type=f.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-                cols[f.name] = pa.array([_jsonable_cell(v) for v in col], type=f.type)
-            else:
-                raise
-    return pa.table(cols, schema=schema)
-
-
 class ErrorLog:
     """*.errors.jsonl: one line per question (or scene) that failed, streamed to disk and put in
     place atomically when the run ends."""
@@ -457,7 +263,7 @@ class ErrorLog:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = _claim_temp(path)
+            fd, self._tmp = claim_temp(path)
         except OSError as exc:
             raise resource_error(exc, path) from exc
         self._fh = os.fdopen(fd, "w", encoding="utf-8")
@@ -477,17 +283,10 @@ class ErrorLog:
             if self.count:
                 os.replace(self._tmp, self.path)
             else:
-                _silent_unlink(self._tmp)
-                _silent_unlink(self.path)
+                remove_quietly(self._tmp)
+                remove_quietly(self.path)
         except OSError as exc:
-            _silent_unlink(self._tmp)
+            remove_quietly(self._tmp)
             raise resource_error(exc, self.path) from exc
         finally:
-            _done_with_temp(self._tmp)
-
-
-def iter_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+            release_temp(self._tmp)

@@ -10,14 +10,14 @@ from ..errors import SceneError
 from ..prompts import build_prompt
 from ..questions import Question, QuestionSet
 from ..scenes import SceneRef, discover_scenes, resolve_scene
-from .stages import scene_to_dict
+from .records import QuestionRef, WorkItem
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Plan:
-    items: list[dict] = field(default_factory=list)
+    items: list[WorkItem] = field(default_factory=list)
     failures: list[tuple[Question, str]] = field(default_factory=list)  # (question, reason)
     scenes: int = 0
 
@@ -54,20 +54,15 @@ def plan_answer(root: str | Path, questions: list[Question], max_per_item: int) 
     for scene, qs in groups.values():
         for start in range(0, len(qs), max(1, max_per_item)):
             chunk = qs[start : start + max_per_item]
-            plan.items.append(
-                {
-                    "item_id": f"{scene.key}#{start // max_per_item}",
-                    "scene": scene_to_dict(scene),
-                    "questions": [{"index": q.index, "qid": q.qid, "prompt": build_prompt(q.row)} for q in chunk],
-                }
-            )
+            refs = [QuestionRef(q.index, q.qid, build_prompt(q.row)) for q in chunk]
+            plan.items.append(WorkItem(f"{scene.key}#{start // max_per_item}", scene, refs))
     return plan
 
 
 def plan_extract(scenes: list[SceneRef]) -> Plan:
     plan = Plan(scenes=len(scenes))
     for scene in scenes:
-        plan.items.append({"item_id": scene.key, "scene": scene_to_dict(scene), "questions": []})
+        plan.items.append(WorkItem(scene.key, scene))
     return plan
 
 

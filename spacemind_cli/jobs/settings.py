@@ -1,15 +1,55 @@
-"""Settings a job hands to its stages (picklable: Ray ships them to every worker)."""
+"""What the user asked a job for (`RunOptions`, built once by the CLI or a caller) and what every
+worker of that job computes with (`JobSettings`, settled by the driver from the options and the
+checkpoint's files; picklable: Ray ships it to every worker)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
 from ..fingerprint import text_digest
 from ..scenes import Sampling
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+EXECUTORS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """A job's options, as given: unset values (None, "auto") are settled by `make_settings`."""
+
+    checkpoint: str | os.PathLike
+    cache: str | os.PathLike | None = None
+    # what is computed
+    num_frames: int | None = None  # default: the checkpoint's
+    sampling: str | None = None  # paper | uniform | all; default: the checkpoint's
+    dtype: str = "auto"  # auto: bf16 with GPUs, fp32 without
+    vggt_weights: str = "fp32"  # fp32: the reference's precision; half: opt-in, in `dtype`
+    batch_size: int = 8  # questions decoded together
+    max_new_tokens: int = 16
+    trusted_paths: tuple[str, ...] = ()
+    # how it runs
+    executor: str = "ray"  # ray | local
+    ray_address: str | None = None
+    num_gpus: int | None = None
+    actors: int | None = None  # model actors on a CPU-only Ray cluster
+    items_per_call: int = 1  # work items per model-actor call (Ray)
+    device: str | None = None  # cuda | cpu; default: cuda when the worker has one
+    cpu_threads: int | None = None  # torch threads per CPU model worker; default: its own CPUs
+
+    def __post_init__(self):
+        object.__setattr__(self, "trusted_paths", tuple(str(p) for p in self.trusted_paths))
+        if self.executor not in EXECUTORS:
+            raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.dtype not in DTYPES:
+            raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.executor == "local" and self.ray_address:
+            raise InputError("--ray-address needs --executor ray")
+
+    @classmethod
+    def fields(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
@@ -37,7 +77,6 @@ class JobSettings:
     # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
     # (reduction order): runs that must agree bit for bit pin it.
     cpu_threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def frame_sampling(self) -> Sampling:
@@ -73,46 +112,39 @@ class JobSettings:
         return asdict(self)
 
 
-def make_settings(
-    checkpoint: str | os.PathLike,
-    *,
-    num_frames: int | None = None,
-    sampling: str | None = None,
-    dtype: str = "auto",
-    vggt_weights: str = "fp32",
-    use_gpu: bool = False,
-    trusted_paths=(),
-    **kwargs,
-) -> JobSettings:
-    """Read what the job needs from the checkpoint's files (no model load)."""
-    from ..models.spacemind import VGGT_WEIGHTS, checkpoint_id, encoder_fingerprint, load_config
+def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: bool = False) -> JobSettings:
+    """Settle `options` against the checkpoint's files (no model load) and the workers' devices."""
+    from ..models.checkpoint import checkpoint_id, encoder_fingerprint, load_config
+    from ..models.spacemind import VGGT_WEIGHTS
 
+    checkpoint = options.checkpoint
     config = load_config(checkpoint)
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dtype = options.dtype
     if dtype == "auto":
         dtype = "bf16" if use_gpu else "fp32"
+    vggt_weights = options.vggt_weights
     if vggt_weights not in VGGT_WEIGHTS:
         raise InputError(f"--vggt-weights must be one of {', '.join(VGGT_WEIGHTS)}, got {vggt_weights!r}")
     if dtype == "fp32":
         vggt_weights = "fp32"  # "half" of fp32 is fp32: one key for one computation
-    trusted = tuple(str(p) for p in trusted_paths)
+    trusted = options.trusted_paths
     settings = JobSettings(
         checkpoint=str(os.path.abspath(checkpoint)),
         encoder_fingerprint=encoder_fingerprint(checkpoint, trusted),
         checkpoint_id=checkpoint_id(checkpoint, trusted),
         preprocess=config.preprocess.to_dict(),
         vggt_layers=tuple(config.vggt_layers),
-        num_frames=num_frames or config.num_frames,
-        sampling=sampling or config.sampling,
+        num_frames=options.num_frames or config.num_frames,
+        sampling=options.sampling or config.sampling,
         dtype=dtype,
         vggt_weights=vggt_weights,
+        device=options.device,
         trusted_paths=trusted,
-        **kwargs,
+        cache=str(options.cache) if options.cache else None,
+        verify_cached=verify_cached,
+        batch_size=options.batch_size,
+        max_new_tokens=options.max_new_tokens,
+        cpu_threads=options.cpu_threads,
     )
     settings.frame_sampling  # validates
     return settings
-
-
-def with_updates(settings: JobSettings, **changes) -> JobSettings:
-    return replace(settings, **changes)

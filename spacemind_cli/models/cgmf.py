@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_dict import config_from_dict
+
 
 @dataclass
 class CGMFConfig:
@@ -49,7 +51,7 @@ class CGMFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CGMFConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return config_from_dict(cls, d, where="cgmf")
 
 
 class CGMF(nn.Module):
@@ -59,22 +61,22 @@ class CGMF(nn.Module):
         if c.d_a % c.num_heads:
             raise ValueError(f"CGMF d_a={c.d_a} is not divisible by num_heads={c.num_heads}")
         h = c.hidden_width
-        self.ln_v = nn.LayerNorm(c.d_v)
-        self.ln_s = nn.LayerNorm(c.d_s)
-        self.q_proj = nn.Linear(c.d_v, c.d_a)
-        self.k_proj = nn.Linear(c.d_s, c.d_a)
-        self.v_proj = nn.Linear(c.d_s, c.d_a)
+        self.ln_v = nn.LayerNorm(c.d_v)  # LN_v
+        self.ln_s = nn.LayerNorm(c.d_s)  # LN_s
+        self.q_proj = nn.Linear(c.d_v, c.d_a)  # P_Q
+        self.k_proj = nn.Linear(c.d_s, c.d_a)  # P_K
+        self.v_proj = nn.Linear(c.d_s, c.d_a)  # P_V
         if c.camera_memory or c.camera_gate:
-            self.c_proj = nn.Linear(c.d_s, c.d_a)
+            self.c_proj = nn.Linear(c.d_s, c.d_a)  # P_C (no LayerNorm on f_c)
         if c.camera_bias:
-            self.geo_mlp = nn.Sequential(nn.Linear(2 * c.d_s, h), nn.ReLU(), nn.Linear(h, c.d_a))
+            self.geo_mlp = nn.Sequential(nn.Linear(2 * c.d_s, h), nn.ReLU(), nn.Linear(h, c.d_a))  # MLP_geo
         if c.importance:
-            self.importance_mlp = nn.Sequential(nn.Linear(c.d_s, h), nn.ReLU(), nn.Linear(h, 1))
-        self.o_proj = nn.Linear(c.d_a, c.d_v)
-        self.ln_o = nn.LayerNorm(c.d_v)
+            self.importance_mlp = nn.Sequential(nn.Linear(c.d_s, h), nn.ReLU(), nn.Linear(h, 1))  # MLP_tw
+        self.o_proj = nn.Linear(c.d_a, c.d_v)  # P_O
+        self.ln_o = nn.LayerNorm(c.d_v)  # LN_o
         if c.camera_gate:
-            self.gate_1 = nn.Linear(c.d_a, c.d_v)
-            self.gate_2 = nn.Linear(c.d_a, c.d_v)
+            self.gate_1 = nn.Linear(c.d_a, c.d_v)  # P_g1
+            self.gate_2 = nn.Linear(c.d_a, c.d_v)  # P_g2
         self.out_proj = nn.Linear(c.d_v, c.d_v)  # P_L
         self.reset_parameters()
 

@@ -25,23 +25,23 @@ import torch
 from ..errors import CheckpointError
 from .cgmf import CGMF, CGMFConfig
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from .spacemind import (
-    VISION_PREFIXES,
+from .checkpoint import (
     SpaceMindConfig,
-    _read_json,
     checkpoint_id,
     copy_or_link,
     encoder_fingerprint,
     load_config,
+    read_json,
     resolve_component,
     versions,
 )
+from .internvl import VISION_PREFIXES
+from .vggt import SKIPPED_PREFIXES as VGGT_HEAD_PREFIXES
 
 log = logging.getLogger(__name__)
 
 PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
 LLM_PREFIXES = ("model.language_model.", "language_model.", "lm_head.")
-VGGT_HEAD_PREFIXES = ("depth_head.", "point_head.", "track_head.")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack")
 FUSION_FILE = "fusion.safetensors"
 _ST_DTYPES = {
@@ -92,7 +92,7 @@ def _group(headers: dict[str, dict], prefixes: tuple[str, ...]) -> dict:
 def _internvl_config(base: Path):
     from transformers import InternVLConfig
 
-    raw = _read_json(base / "config.json")
+    raw = read_json(base / "config.json")
     if raw.get("model_type") != "internvl":
         raise CheckpointError(
             f"{base}/config.json: model_type {raw.get('model_type')!r} is not 'internvl'; "
@@ -150,13 +150,13 @@ def _vggt_source(vggt: Path) -> tuple[Path, dict | None]:
         weights = next((vggt / n for n in ("model.safetensors", "model.pt") if (vggt / n).is_file()), None)
         if weights is None:
             raise CheckpointError(f"VGGT folder {vggt} holds neither model.safetensors nor model.pt")
-        cfg = _read_json(vggt / "config.json") if (vggt / "config.json").is_file() else None
+        cfg = read_json(vggt / "config.json") if (vggt / "config.json").is_file() else None
         return weights, cfg
     if vggt.is_file():
         if vggt.suffix not in (".safetensors", ".pt", ".pth"):
             raise CheckpointError(f"VGGT weights {vggt}: expected a .safetensors or .pt file")
         cfg_file = vggt.parent / "config.json"
-        return vggt, (_read_json(cfg_file) if cfg_file.is_file() else None)
+        return vggt, (read_json(cfg_file) if cfg_file.is_file() else None)
     raise CheckpointError(f"VGGT checkpoint {vggt} not found")
 
 
@@ -166,7 +166,7 @@ def _vggt_config(raw: dict | None, where: Path):
     try:
         return VGGTConfig.from_dict(raw) if raw is not None else VGGTConfig()
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: unreadable VGGT config ({exc})") from None
+        raise CheckpointError(f"{where}: not a VGGT config ({exc})") from None
 
 
 def _check_vggt_weights(weights: Path, vcfg) -> None:
@@ -291,7 +291,7 @@ def assemble(
         raise CheckpointError(f"InternVL folder {base} holds no .safetensors weights")
     index = base / "model.safetensors.index.json"
     if index.is_file():
-        shards = set((_read_json(index).get("weight_map") or {}).values())
+        shards = set((read_json(index).get("weight_map") or {}).values())
         absent = sorted(s for s in shards if not (base / s).is_file())
         if absent:
             raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {index.name} is missing")
@@ -403,7 +403,7 @@ def inspect(ckpt_dir: str | os.PathLike, *, trusted_paths=()) -> dict:
             headers.update(safetensors_header(f))
         index = base_path / "model.safetensors.index.json"
         if index.is_file():
-            for shard in sorted(set((_read_json(index).get("weight_map") or {}).values())):
+            for shard in sorted(set((read_json(index).get("weight_map") or {}).values())):
                 if not (base_path / shard).is_file():
                     missing.append(f"InternVL shard {shard} (listed in {index.name})")
         expected: dict[str, int | None] = {"vision": None, "projector": None, "llm": None}

@@ -179,10 +179,6 @@ def parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
     return inner.language_model, model.lm_head, inner.get_input_embeddings()
 
 
-def vision_tower_parameters(model: nn.Module):
-    return model.model.vision_tower.named_parameters(prefix="model.vision_tower")
-
-
 @torch.no_grad()
 def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """[S, 3, H, W] -> [S, tokens, 4 * vision_hidden]: vision tower, CLS dropped, pixel shuffle.

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config_dict import config_from_dict
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -38,11 +40,9 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        d = dict(d)
-        for k in ("vit_mean", "vit_std"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        cfg = config_from_dict(cls, d, where="preprocess")
+        cfg.vit_mean, cfg.vit_std = tuple(cfg.vit_mean), tuple(cfg.vit_std)
+        return cfg
 
 
 def _bicubic(frame: np.ndarray, width: int, height: int) -> np.ndarray:

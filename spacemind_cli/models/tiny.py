@@ -124,7 +124,7 @@ def build_tiny(seed: int = 0):
     """(SpaceMindConfig, VGGT, InternVL model, tokenizer, CGMF) with seeded random weights."""
     from transformers import GenerationConfig, InternVLForConditionalGeneration
 
-    from .spacemind import SpaceMindConfig
+    from .checkpoint import SpaceMindConfig
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -38,7 +38,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -48,13 +48,16 @@ from torch.utils.checkpoint import checkpoint
 
 from spacemind_cli.errors import CheckpointError
 
+from .config_dict import config_from_dict
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-KEPT_PREFIXES = ("aggregator.", "camera_head.")
+# The checkpoint's parts: what we load (strictly), and the heads we never build.
+CHECKPOINT_PREFIXES = ("aggregator.", "camera_head.")
 SKIPPED_PREFIXES = ("depth_head.", "point_head.", "track_head.")
+# facebook/VGGT-1B's config.json holds its constructor's head switches (PyTorchModelHubMixin).
+HUB_HEAD_FLAGS = ("enable_camera", "enable_point", "enable_depth", "enable_track")
 
 # DINOv2-with-registers presets: name -> (embed_dim, depth, num_heads).
 DINOV2_PRESETS = {
@@ -125,12 +128,9 @@ class VGGTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> VGGTConfig:
-        """Build from a dict; keys we do not know (e.g. the hub config's `enable_*` flags) are ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            logger.debug("VGGTConfig: ignoring unknown keys %s", unknown)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """Build from a dict; an unknown key is an error, except the hub config's flags for the
+        depth / point / track heads, which we do not build (the camera head we always load)."""
+        return config_from_dict(cls, d, where="VGGT config", ignore=HUB_HEAD_FLAGS)
 
     def to_dict(self) -> dict:
         return asdict(self)

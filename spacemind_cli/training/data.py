@@ -357,7 +357,7 @@ def write_question_file(examples: TrainingSet | Iterable[TrainingExample], path:
     """Write examples as a JSONL question file (answer schema) that ``spacemind answer`` and
     :func:`read_training_file` read back with the same ids, prompts, targets and scenes.
     Atomic: the file appears whole or not at all. Returns the number of rows written."""
-    from ..jobs.output import atomic_write_text, json_line
+    from ..files import atomic_write_text, json_line
 
     path = Path(path)
     rows, seen = [], {}

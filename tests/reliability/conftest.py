@@ -47,7 +47,7 @@ def baseline(base_root, base_questions, tiny_ckpt, tmp_path_factory) -> Path:
 def base_cache(base_root, tiny_ckpt, tmp_path_factory) -> Path:
     """An uninterrupted `extract` of `base_root`: the reference cache (copy it before changing it)."""
     cache = tmp_path_factory.mktemp("basecache") / "cache"
-    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     assert len(list(cache.glob("entries/*/*.parquet"))) == 6
     return cache

@@ -94,14 +94,14 @@ def main() -> None:
         from spacemind_cli.jobs import output
 
         output._COMPACT_AT = 2  # compact after every third shard
-        real_unlink = output._silent_unlink
+        real_unlink = output.remove_quietly
 
         def unlink(path):
             if Path(path).name.startswith("shard-") and hit():
                 _die()
             real_unlink(path)
 
-        output._silent_unlink = unlink
+        output.remove_quietly = unlink
     elif point in ("final-replace", "cache-replace"):
         real_replace = os.replace
 

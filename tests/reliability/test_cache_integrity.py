@@ -225,7 +225,7 @@ def other_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def other_cache(base_root, other_ckpt, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("othercache") / "cache"
-    res = cli("extract", base_root, "--checkpoint", other_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", base_root, "--checkpoint", other_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     return cache
 
@@ -256,7 +256,7 @@ def test_entry_of_other_weights_under_our_key_is_detected(tmp_path, base_root, b
     """Another checkpoint's features stored under our key (a copied or hand-merged cache): every
     checksum is valid, only the encoder fingerprint betrays it. Never used; prune removes it."""
     from spacemind_cli.cache import FeatureCache
-    from spacemind_cli.models.spacemind import encoder_fingerprint
+    from spacemind_cli.models.checkpoint import encoder_fingerprint
 
     ours, theirs = FeatureCache(cache), FeatureCache(other_cache, create=False)
     victim = entry_of(cache, "room4")
@@ -299,7 +299,7 @@ def test_prune_bad_removes_exactly_the_bad_entries(tmp_path, base_root, base_que
 def test_extract_reencodes_entries_it_cannot_use(base_root, tiny_ckpt, base_cache, other_ckpt, other_cache, cache):
     """`extract` over a damaged cache must not count unusable entries as cached."""
     from spacemind_cli.cache import FeatureCache
-    from spacemind_cli.models.spacemind import encoder_fingerprint
+    from spacemind_cli.models.checkpoint import encoder_fingerprint
 
     cut, old, flipped = entry_of(cache, "room1"), entry_of(cache, "clip"), entry_of(cache, "room2")
     cut.write_bytes(cut.read_bytes()[:500])
@@ -307,7 +307,7 @@ def test_extract_reencodes_entries_it_cannot_use(base_root, tiny_ckpt, base_cach
     flip(flipped, blob_offset(flipped, "vggt_patch"))  # footer intact: only reading the tensors tells
     donor = FeatureCache(other_cache, create=False).get(entry_of(other_cache, "room4").stem)
     FeatureCache(cache).put(entry_of(cache, "room4").stem, donor.meta, donor.tensors, fingerprint=encoder_fingerprint(other_ckpt))
-    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     summary = json.loads((cache / "extract.summary.json").read_text())
     assert summary["cached"] == N - 4 and summary["encoded"] == 4

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from reliability_support import (REPO, answer_args, cli, cli_env, frames_scene, mp4_scene, question, read_jsonl,
-                                 spacemind_cmd, stable, temp_files, write_jsonl)
+                                 stable, temp_files, write_jsonl)
 
 N_SCENES = 12
 CRASH_AT = Path(__file__).with_name("crash_at.py")
@@ -266,8 +266,8 @@ def kill_actor_on_every_result(limit: int):
 
 @pytest.mark.ray
 def test_ray_actor_killed_mid_batch_past_its_restarts_fails_cleanly_and_a_rerun_resumes(job, tiny_ckpt, tmp_path, ray_cluster):
-    from pipelines.answer import run
-    from pipelines.executor import ACTOR_RESTARTS
+    from pipelines import answer as run
+    from pipelines.ray import ACTOR_RESTARTS
     from spacemind_cli.errors import EXIT_RESOURCE, SpacemindError
 
     out = tmp_path / "answers.jsonl"
@@ -293,8 +293,8 @@ def test_ray_actor_killed_mid_batch_past_its_restarts_fails_cleanly_and_a_rerun_
 
 @pytest.mark.ray
 def test_ray_extract_actor_killed_mid_batch_past_its_restarts_then_rerun_completes(job, tiny_ckpt, ref_cache, tmp_path, ray_cluster):
-    from pipelines.executor import ACTOR_RESTARTS
-    from pipelines.extract import run
+    from pipelines import extract as run
+    from pipelines.ray import ACTOR_RESTARTS
     from spacemind_cli.errors import SpacemindError
 
     cache = tmp_path / "cache"

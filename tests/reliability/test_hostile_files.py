@@ -280,7 +280,7 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_ckpt):
     assert os.fsencode(root / bad_name).endswith(b"bad\xff\xfename")
 
     cache = tmp_path / "cache"
-    res = cli("extract", root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     assert cli("cache", "verify", cache).exit_code == 0 and len(list(cache.glob("entries/*/*.parquet"))) == 2
 

@@ -249,7 +249,7 @@ def test_extract_on_a_full_disk_exits_5_and_a_rerun_with_room_completes(small_di
     cache = small_disk.path / "cache"
     entry_size = max(p.stat().st_size for p in base_cache.glob("entries/*/*.parquet"))
     small_disk.fill(leave=int(2.5 * entry_size) + 16 * 1024)
-    args = ["extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4"]
+    args = ["extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1"]
     res = cli(*args)
     assert_resource_error(res, "no space left on device", cache)
     done = entries(cache)
@@ -334,12 +334,12 @@ def test_read_only_cache_serves_hits_and_extract_refuses_it(read_only, tmp_path,
     assert summary_of(out)["cache"] == {"hit": N - 2, "write-failed": 2}
     assert stable(read_jsonl(out)) == stable(read_jsonl(baseline))
 
-    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert_resource_error(res, "read-only file system", cache)
     ro.release()
     assert entries(cache) == before and temp_files(cache) == []
 
-    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4")
+    res = cli("extract", base_root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local", "--num-frames", "4", "--threads", "1")
     assert res.exit_code == 0, res
     assert entries(cache) == entries(base_cache)
 

@@ -1,0 +1,62 @@
+"""The in-process executor: the same stages as the Ray executor, without Ray.
+
+Scenes are read (decoded and preprocessed) ahead on a small thread pool while the model works on
+the current one, so the model does not wait for the decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from spacemind_cli.jobs.records import ItemResult, WorkItem
+from spacemind_cli.jobs.settings import JobSettings
+from spacemind_cli.jobs.stages import ModelStage, load_item
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD = 1  # scenes being read while the model works
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self._stage: ModelStage | None = None
+        self._stage_key = None
+
+    def uses_gpu(self) -> bool:
+        import torch
+
+        if self.device:
+            return self.device.startswith("cuda")
+        return torch.cuda.is_available()
+
+    def stage(self, stage_cls: type[ModelStage], settings: JobSettings) -> ModelStage:
+        # One model per process: reused across jobs with the same settings (tests, benchmarks).
+        key = (stage_cls, settings)
+        if self._stage is None or self._stage_key != key:
+            self._stage = None  # free the old model before loading the new one
+            self._stage = stage_cls(settings)
+            self._stage_key = key
+        return self._stage
+
+    def run(self, items: Sequence[WorkItem], stage: type[ModelStage], settings: JobSettings,
+            on_result: Callable[[ItemResult], None]) -> dict:
+        items = list(items)
+        if not items:
+            return {"executor": self.name}
+        model = self.stage(stage, settings)
+        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="spacemind-load") as pool:
+            pending = [pool.submit(load_item, item, settings) for item in items[:READ_AHEAD]]
+            for i in range(len(items)):
+                loaded = pending.pop(0).result()
+                if i + READ_AHEAD < len(items):
+                    pending.append(pool.submit(load_item, items[i + READ_AHEAD], settings))
+                on_result(model.process(loaded))
+        return {"executor": self.name}
+
+    def close(self) -> None:
+        self._stage = None

@@ -1,0 +1,39 @@
+"""Options that several commands share (answer, extract, train), declared once: the same flag,
+the same help. Each command builds one `RunOptions` from them (`run_options`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..jobs.settings import RunOptions
+
+SCENES = typer.Argument(..., help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ (frames) or ROOT/<dataset>/<scene>.")
+CHECKPOINT = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder (see `spacemind checkpoint`).")
+NUM_FRAMES = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32).")
+SAMPLING = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all.")
+EXECUTOR = typer.Option("ray", "--executor", help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray.")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto').")
+NUM_GPUS = typer.Option(None, "--num-gpus", help="GPUs to use, one model worker each (default: all in the cluster).")
+ACTORS = typer.Option(None, "--actors", help="Model actors on a CPU-only Ray cluster (default 1).")
+DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32.")
+VGGT_WEIGHTS = typer.Option(
+    "fp32", "--vggt-weights",
+    help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
+    "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
+)
+THREADS = typer.Option(
+    None, "--threads", min=1,
+    help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
+    "Pin it when two runs must agree bit for bit.",
+)
+DEVICE = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available).")
+TRUST_PATH = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path.")
+
+
+def run_options(*, checkpoint: Path, trust_path: list[Path] = (), threads: Optional[int] = None, **fields) -> RunOptions:
+    """The command's RunOptions: its flags under their RunOptions names."""
+    return RunOptions(checkpoint=checkpoint, trusted_paths=tuple(str(p) for p in trust_path), cpu_threads=threads,
+                      **fields)

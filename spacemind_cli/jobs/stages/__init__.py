@@ -1,0 +1,16 @@
+"""The stages every executor runs, the same code in-process and in Ray workers:
+
+    load_item    (CPU)   scene fingerprint, cache lookup, decode + preprocess on a miss    load.py
+    EncodeStage  (model) features into the cache (`spacemind extract`)                    encode.py
+    AnswerStage  (model) features, CGMF, one prefill per scene, batched decoding           answer.py
+
+Both model stages share the model loading (`model.py`) and the features step (`features.py`:
+cache read, or encode + cache write). A new kind of job adds its stage here.
+"""
+
+from .answer import AnswerStage
+from .encode import EncodeStage
+from .load import load_item, open_job_cache, read_scene, scene_digest
+from .model import ModelStage
+
+__all__ = ["AnswerStage", "EncodeStage", "ModelStage", "load_item", "open_job_cache", "read_scene", "scene_digest"]

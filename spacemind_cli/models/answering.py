@@ -1,0 +1,105 @@
+"""Answering the questions about one scene after its visual prefix is prefilled: the one routine
+that `SpaceMind.answer`, the answer stage of the jobs and the GPU benchmark share.
+
+    answers, failures = answer_questions(model, prefix, [(key, prompt), ...], batch_size=8, max_new_tokens=16)
+
+- A question whose prompt, after the prefix and with its new tokens, cannot fit the language
+  model's context is refused before any batch is built (padded into a batch it would ask for
+  memory quadratic in its length and fail its whole scene).
+- Questions are decoded in batches sharing the prefix; if a batch fails, each of its questions is
+  decoded alone, so only the culprit fails.
+- Each answer carries the wall time of the batch it was decoded in and that batch's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    key: Hashable  # the caller's handle for the question
+    text: str
+    generate_s: float  # wall time of the batch this answer was decoded in
+    batch: int  # size of that batch
+
+
+@dataclass
+class Failure:
+    key: Hashable
+    error: str  # one line, naming the question
+
+
+def context_limit(model) -> int | None:
+    cfg = model.internvl.config
+    limit = getattr(getattr(cfg, "text_config", cfg), "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
+def too_long(model, prompt: str, prefix_len: int, max_new_tokens: int, name: str) -> str | None:
+    """Why `prompt` cannot fit the language model's context after a `prefix_len` prefix, or None."""
+    limit = context_limit(model)
+    if limit is None:
+        return None
+    n = len(model.suffix_ids(prompt))
+    need = prefix_len + n + max_new_tokens
+    if need <= limit:
+        return None
+    return (
+        f"question {name}: its prompt is {n} tokens; with the {prefix_len}-token visual prefix and "
+        f"{max_new_tokens} new tokens that is {need}, over the model's context of {limit} tokens"
+    )
+
+
+def answer_questions(
+    model,
+    prefix,
+    questions: Sequence[tuple[Hashable, str]],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    name: Callable[[Hashable], str] = str,
+) -> tuple[list[Answer], list[Failure]]:
+    """Greedy answers to (key, prompt) questions after `prefix` (from `model.prefill`), in order."""
+    answers: list[Answer] = []
+    failures: list[Failure] = []
+    fitting = []
+    for key, prompt in questions:
+        problem = too_long(model, prompt, prefix.length, max_new_tokens, name(key))
+        if problem:
+            failures.append(Failure(key, problem))
+        else:
+            fitting.append((key, prompt))
+    bs = max(1, batch_size)
+    for start in range(0, len(fitting), bs):
+        _decode(model, prefix, fitting[start : start + bs], max_new_tokens, name, answers, failures)
+    return answers, failures
+
+
+def _decode(model, prefix, chunk, max_new_tokens, name, answers: list[Answer], failures: list[Failure]) -> None:
+    t0 = time.perf_counter()
+    try:
+        texts = model.generate(prefix, [p for _, p in chunk], max_new_tokens=max_new_tokens)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+    except Exception as exc:
+        if len(chunk) > 1:
+            log.warning("a batch of %d questions failed (%s: %s); answering them one by one",
+                        len(chunk), type(exc).__name__, " ".join(str(exc).split())[:200])
+            for one in chunk:
+                _decode(model, prefix, [one], max_new_tokens, name, answers, failures)
+            return
+        key = chunk[0][0]
+        log.exception("question %s failed", name(key))
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        failures.append(Failure(key, f"question {name(key)}: {reason}"))
+        return
+    dt = time.perf_counter() - t0
+    answers.extend(Answer(key, text, dt, len(chunk)) for (key, _), text in zip(chunk, texts))
