@@ -2,7 +2,7 @@
 
     python -m bench.decode              # CPU: mid-size random Qwen2-like LM, 4096-token prefix
     python -m bench.decode --quick      # smoke run (the test's): toy sizes
-    python -m bench.decode --full-size --device cuda --out /tmp/decode_gpu.json   # Qwen2-7B sizes, bf16
+    python -m bench.decode --full-size --device cuda --out bench/results/decode_gpu.json   # Qwen2-7B sizes, bf16
 
 Both paths run in this process on the same prefilled prefix and the same questions:
 
