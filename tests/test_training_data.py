@@ -549,7 +549,7 @@ def test_planner_resolves_example_scenes(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [rec])
     for ts in (read_training_file(EXAMPLES), read_training_file(path)):
         plan = plan_answer(root, ts.questions(), max_per_item=64)
-        assert plan.failures == [] and sum(len(item["questions"]) for item in plan.items) == len(ts)
+        assert plan.failures == [] and sum(len(item.questions) for item in plan.items) == len(ts)
 
 
 def test_writing_examples_of_two_files_with_one_id_is_refused(tmp_path):

@@ -68,7 +68,6 @@ def run_train(
         raise InputError(f"--output {out} is the base checkpoint itself; give a new folder")
     if not settings.cache:
         raise InputError("training needs a feature cache (--cache)")
-    open_job_cache(settings.cache)
     run = {
         "train": {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE},
         "base_checkpoint_id": settings.checkpoint_id,
@@ -78,6 +77,7 @@ def run_train(
                      "vggt_weights": settings.vggt_weights, "encoders": settings.encoder_fingerprint},
     }
     training_dir = _prepare_output(out, text_digest(run), overwrite)
+    open_job_cache(settings.cache)
     errors = ErrorLog(training_dir / "errors.jsonl")
     try:
         examples, eval_rows, scene_counts = _examples_with_features(root, questions, eval_questions, settings, executor,
@@ -131,10 +131,10 @@ def _prepare_output(out: Path, run_id: str, overwrite: bool) -> Path:
             for name in OURS:
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        elif stored is None:
+        elif stored is None and (out / "config.json").exists():
             raise InputError(f"--output {out} holds a checkpoint that is not a training run; give a new folder "
                              "(or --overwrite)")
-        elif stored != run_id:
+        elif stored is not None and stored != run_id:
             raise InputError(f"--output {out} holds a training run with other settings (data, base checkpoint or "
                              "hyperparameters); rerun with the same ones to resume, or pass --overwrite to start over")
     training.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,8 @@ def export_checkpoint(spec, model, cfg: TrainConfig) -> Path:
         state = {k: v.detach().float().cpu().contiguous() for k, v in sm.fusion.state_dict().items()}
         atomic_write(out / config.fusion_weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     config.lora = _write_adapter(out / ADAPTER, model, cfg)
+    # the frames the model was trained on are the ones it should be asked with
+    config.num_frames, config.sampling = spec.settings.num_frames, spec.settings.sampling
     config.versions = versions()
     atomic_write_text(out / "config.json", lambda fh: fh.write(json.dumps(config.to_dict(), indent=2) + "\n"))
     log.info("wrote the trained checkpoint %s", out)

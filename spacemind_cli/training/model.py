@@ -9,6 +9,7 @@ switched on, as one module whose forward is a packed scene's loss.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -56,12 +57,16 @@ class TrainableSpaceMind(nn.Module):
             lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=LORA_MODULES, bias="none")
             # Injects LoRA layers into sm.internvl in place: SpaceMind's own paths use them.
-            self.peft = get_peft_model(sm.internvl, lora)
+            with warnings.catch_warnings():  # PEFT asks transformers a deprecated question
+                warnings.simplefilter("ignore", FutureWarning)
+                self.peft = get_peft_model(sm.internvl, lora)
         if "projector" in cfg.train:
             sm.internvl.get_submodule(PROJECTOR).requires_grad_(True)
         if cfg.gradient_checkpointing:
             lm = sm.internvl.model.language_model
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5.2x renamed it; 5.17 has only the old name
+            enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
+            enable()
         self.train()
 
     def train(self, mode: bool = True):
