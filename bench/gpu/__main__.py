@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __doc__ as PACKAGE_DOC
-from .build import section_build
+from .build import VGGT_WEIGHTS, section_build
 from .context import FULL, TINY, Ctx, Sizes, oom_line, rnd
 from .e2e import section_e2e
 from .machine import section_env, section_micro
@@ -56,6 +56,9 @@ def parse_args(argv=None):
     ap.add_argument("--batch-size", type=int, default=None, help="decode batch (default 18: one batch per scene)")
     ap.add_argument("--baseline-questions", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--vggt-weights", choices=sorted(VGGT_WEIGHTS), default="fp32",
+                    help="VGGT's weights in the end-to-end SpaceMind: fp32 (the library default, the reference's "
+                    "precision) or half (the opt-in); the vggt section measures both either way")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the assumed dense bf16 peak")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --tiny, else torch's)")
     ap.add_argument("--cache-dir", default=None, help="feature cache folder (default: a temp dir, removed after)")

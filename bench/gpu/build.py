@@ -5,7 +5,8 @@ Each model is constructed on the meta device (no memory, no init), materialised 
 uninitialised (RoPE `inv_freq`...) are rebuilt from the owning module's config
 (`restore_buffers`; --tiny checks they equal a normal build's).
 
-  * VGGT-1B: `VGGTConfig()` (aggregator + camera head), in fp32 or the compute dtype;
+  * VGGT-1B: `VGGTConfig()` (aggregator + camera head), with fp32 weights (the library's default)
+    or weights in the compute dtype (`--vggt-weights half`, the opt-in);
   * InternVL3-8B's shape: InternViT-300M + Qwen2.5-7B with the full 151674-row vocabulary and the
     tiny BPE tokenizer of `models/tiny.py`; the LM head's EOS rows are zeroed, so greedy decoding
     never stops early (every answer is exactly max_new_tokens long);
@@ -24,6 +25,10 @@ import torch
 from torch import nn
 
 from .context import GIB, Ctx, param_count, rnd
+
+# VGGT's precision in the assembled SpaceMind, --vggt-weights (as SpaceMind.from_pretrained's vggt_weights).
+VGGT_WEIGHTS = {"fp32": "fp32 weights, aggregator under bf16 autocast, camera head fp32 (the library default)",
+                "half": "weights in the compute dtype (bf16), camera head bf16 (the opt-in)"}
 
 
 @torch.no_grad()
@@ -93,6 +98,11 @@ def build_vggt(ctx: Ctx, dtype: torch.dtype):
         raise RuntimeError(f"VGGT buffers left uninitialised after to_empty: {missing}")
     vggt.to(dtype).eval().requires_grad_(False)
     return vggt
+
+
+def vggt_dtype(ctx: Ctx) -> torch.dtype:
+    """VGGT's weight dtype in the assembled SpaceMind (--vggt-weights)."""
+    return torch.float32 if ctx.args.vggt_weights == "fp32" else ctx.dtype
 
 
 def full_internvl_config(tokenizer):
@@ -191,7 +201,7 @@ def assemble(ctx: Ctx) -> dict:
     ctx.tokenizer = tok
     t_tok = time.perf_counter() - t0
     if ctx.vggt is None:  # the vggt section failed or was skipped
-        ctx.vggt = build_vggt(ctx, ctx.dtype)
+        ctx.vggt = build_vggt(ctx, vggt_dtype(ctx))
     t1 = time.perf_counter()
     model, icfg, info = build_internvl(ctx, tok)
     ctx.sync()
@@ -206,6 +216,7 @@ def assemble(ctx: Ctx) -> dict:
         "params": {"vggt": param_count(ctx.vggt), "internvit": param_count(model.model.vision_tower),
                    "projector": param_count(model.model.multi_modal_projector), "llm": param_count(lm),
                    "lm_head": param_count(model.lm_head), "cgmf": param_count(fusion)},
+        "vggt_weights": f"{ctx.args.vggt_weights}: {VGGT_WEIGHTS[ctx.args.vggt_weights]}",
         "rope_parameters": getattr(icfg.text_config, "rope_parameters", None),
         "image_seq_length": icfg.image_seq_length,
         "preprocess": config.preprocess.to_dict(),

@@ -62,7 +62,7 @@ def workload_figures(ctx: Ctx, scenes: Scenes) -> dict:
     return {
         "scenes": z.scenes, "questions_per_scene": z.questions_per_scene, "questions": z.scenes * z.questions_per_scene,
         "frames": z.frames, "source_frame_hw": list(z.frame_hw), "batch_size": z.batch_size,
-        "max_new_tokens": z.max_new_tokens,
+        "max_new_tokens": z.max_new_tokens, "vggt_weights": ctx.args.vggt_weights,
         "eos": "suppressed (LM-head EOS rows zeroed): every answer is max_new_tokens tokens",
         "prefix_tokens": len(sm.prefix_ids(z.frames)),
         "suffix_tokens_mean": rnd(mean([len(sm.suffix_ids(p)) for p in scenes.prompts[0]]), 1),

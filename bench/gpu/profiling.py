@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
+from .build import spacemind_config, vggt_layers_to_run
 from .context import Ctx, rnd
+from .vggt import geometry
 
 
 def top_ops(prof, sort_keys) -> tuple[str, list[dict]]:
@@ -41,20 +43,16 @@ def top_ops(prof, sort_keys) -> tuple[str, list[dict]]:
 
 
 def profile_vggt(ctx: Ctx, S: int, acts, keys) -> tuple[str, list[dict]]:
+    """One VGGT call as SpaceMind.encode makes it (ctx.vggt: --vggt-weights), after a warmup."""
     from torch.profiler import profile
 
+    layers = vggt_layers_to_run(spacemind_config(ctx))
     size = ctx.vggt.config.img_size
     images = torch.rand(1, S, 3, size, size, device=ctx.device)
-
-    def vggt_call():
-        with torch.no_grad(), ctx.autocast(enabled=ctx.dtype != torch.float32):
-            tokens, _ = ctx.vggt.aggregate(images, layers=(-1,))
-            return ctx.vggt.camera_pose(tokens[-1])
-
-    vggt_call()
+    geometry(ctx, ctx.vggt, images, layers)
     ctx.sync()
     with profile(activities=acts) as prof:
-        vggt_call()
+        geometry(ctx, ctx.vggt, images, layers)
         ctx.sync()
     return top_ops(prof, keys)
 
@@ -71,7 +69,8 @@ def section_profile(ctx: Ctx) -> dict:
     S = ctx.sizes.target_frames
     t_vggt, rows_vggt = profile_vggt(ctx, S, acts, keys)
     out = {"vggt": {"frames": S, "top_ops": rows_vggt}}
-    text = f"== VGGT ours, {S} frames ==\n{t_vggt}\n"
+    out["vggt"]["vggt_weights"] = ctx.args.vggt_weights
+    text = f"== VGGT ({ctx.args.vggt_weights} weights), {S} frames ==\n{t_vggt}\n"
     if ctx.sm is not None and ctx.prefix is not None:
         prompts = (ctx.prompts * 4)[: ctx.sizes.batch_size]
         with profile(activities=acts) as prof:

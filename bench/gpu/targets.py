@@ -4,14 +4,14 @@ even past the time budget."""
 
 from __future__ import annotations
 
-from .context import GIB, VSI_QUESTIONS, VSI_SCENES, Ctx, ratio, rnd
+from .context import VSI_QUESTIONS, VSI_SCENES, Ctx, ratio, rnd
 
 TARGETS = {
     "vsibench_warm_s": 300.0,  # <= 5 min
     "vsibench_cold_s": 600.0,  # <= 10 min
     "speedup_vs_baseline": 20.0,  # >= 20x the per-question baseline
-    "vggt_fraction_of_peak": 0.40,  # >= 40 % of dense bf16 peak at 32 frames
-    "vggt_memory_vs_naive": 0.60,  # peak memory <= 60 % of the naive configuration's
+    "vggt_fraction_of_peak": 0.40,  # the default at >= 40 % of dense bf16 peak at 32 frames
+    "vggt_memory_vs_naive": 0.60,  # the default's peak memory <= 60 % of the naive configuration's
 }
 
 
@@ -83,6 +83,21 @@ def vggt_ceiling(ctx: Ctx, flops: dict | None, micro: dict) -> str | None:
             "elementwise work (LayerNorm/qk-norm, RoPE, LayerScale, residuals)")
 
 
+def vggt_memory_bound(v: dict, T: str) -> str:
+    """Where ours' (the default's) peak goes, next to naive's and the half opt-in's."""
+    ours, naive, half = ((v.get(n) or {}).get(T, {}) for n in ("ours", "naive", "ours_half"))
+    if ours.get("peak_gib") is None or naive.get("peak_gib") is None:
+        return "n/a"
+    w = ours.get("weights_gib") or 0
+    text = (f"ours (default, fp32 weights) peaks at {ours['peak_gib']} GiB: weights {w} GiB (as naive's) + "
+            f"{rnd(ours['peak_gib'] - w, 3)} GiB activations and kept output; naive {naive['peak_gib']} GiB keeps "
+            f"{naive.get('kept_output_gib')} GiB of layer outputs")
+    if half.get("peak_gib") is not None:
+        text += (f"; the half opt-in peaks at {half['peak_gib']} GiB "
+                 f"({rnd(ratio(half['peak_gib'], naive['peak_gib']), 3)} of naive's)")
+    return text
+
+
 def section_targets(ctx: Ctx) -> dict:
     r = ctx.results
     e, p, v, m = r.get("e2e") or {}, r.get("projection") or {}, r.get("vggt") or {}, r.get("micro") or {}
@@ -112,9 +127,7 @@ def section_targets(ctx: Ctx) -> dict:
     judge("vggt_fraction_of_peak", ours.get("fraction_of_peak"), TARGETS["vggt_fraction_of_peak"], True,
           vggt_ceiling(ctx, (v.get("flops") or {}).get(T), m))
     judge("vggt_memory_vs_naive", rnd(ratio(ours.get("peak_gib"), naive.get("peak_gib")), 3),
-          TARGETS["vggt_memory_vs_naive"], False,
-          f"ours peak {ours.get('peak_gib')} GiB (weights {rnd((v.get('params_bytes_ours') or 0) / GIB, 2)} GiB) "
-          f"vs naive {naive.get('peak_gib')} GiB")
+          TARGETS["vggt_memory_vs_naive"], False, vggt_memory_bound(v, T))
     judged = [k for k, x in out.items() if isinstance(x, dict) and "met" in x]
     out["met"] = [k for k in judged if out[k]["met"] is True]
     out["missed"] = [k for k in judged if out[k]["met"] is False]
