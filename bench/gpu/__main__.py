@@ -43,10 +43,12 @@ ALWAYS = ("env", "projection", "targets")  # no device work: they run even past 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.gpu", description=PACKAGE_DOC.splitlines()[0],
                                  epilog="See bench/README.md for what every figure means.")
-    ap.add_argument("--out", default=None, help="JSON to write (default bench/results/gpu.json; with --tiny a temp file)")
+    ap.add_argument("--out", default=None,
+                    help="JSON to write (default bench/results/gpu.json; with --tiny a temp file)")
     ap.add_argument("--time-budget", type=float, default=450.0, help="seconds; later sections are skipped past it")
     ap.add_argument("--tiny", action="store_true", help="tiny architectures on the CPU (smoke test of every section)")
-    ap.add_argument("--profile", action="store_true", help="torch.profiler top ops for one VGGT call and one decode batch")
+    ap.add_argument("--profile", action="store_true",
+                    help="torch.profiler top ops for one VGGT call and one decode batch")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     ap.add_argument("--sections", default=None, help="comma-separated subset of " + ",".join(n for n, _ in SECTIONS))
     ap.add_argument("--vggt-frames", default=None, help="comma-separated frame counts (default 8,16,32,64)")
@@ -60,7 +62,8 @@ def parse_args(argv=None):
                     help="VGGT's weights in the end-to-end SpaceMind: fp32 (the library default, the reference's "
                     "precision) or half (the opt-in); the vggt section measures both either way")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the assumed dense bf16 peak")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --tiny, else torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: 1 with --tiny, else torch's)")
     ap.add_argument("--cache-dir", default=None, help="feature cache folder (default: a temp dir, removed after)")
     args = ap.parse_args(argv)
     if args.tiny and args.threads is None:
@@ -149,7 +152,8 @@ def main(argv=None) -> int:
             shutil.rmtree(ctx.tmp, ignore_errors=True)
         write(ctx)
     t = ctx.results.get("targets") or {}
-    ctx.log(f"wrote {args.out}; targets met {t.get('met')}, missed {t.get('missed')}; errors {list(ctx.results['errors'])}")
+    ctx.log(f"wrote {args.out}; targets met {t.get('met')}, missed {t.get('missed')}; "
+            f"errors {list(ctx.results['errors'])}")
     return 0
 
 

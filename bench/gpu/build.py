@@ -211,7 +211,8 @@ def assemble(ctx: Ctx) -> dict:
     ctx.sm = SpaceMind(config, ctx.vggt, model, tok, fusion)
     lm = model.model.language_model
     out = {
-        "tokenizer": f"tiny BPE from models/tiny.py ({len(tok)} tokens) over a {icfg.text_config.vocab_size}-row embedding",
+        "tokenizer": f"tiny BPE from models/tiny.py ({len(tok)} tokens) over a "
+                     f"{icfg.text_config.vocab_size}-row embedding",
         "tokenizer_s": rnd(t_tok, 3), "internvl_build_s": rnd(t_ivl, 3),
         "params": {"vggt": param_count(ctx.vggt), "internvit": param_count(model.model.vision_tower),
                    "projector": param_count(model.model.multi_modal_projector), "llm": param_count(lm),

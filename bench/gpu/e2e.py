@@ -159,8 +159,10 @@ def answer_scene(ctx: Ctx, enc, si: int, prompts: list[str], row: dict, notes: l
 
 
 def open_cache(ctx: Ctx):
-    from spacemind_cli.cache import FeatureCache
-
+    try:
+        from spacemind_cli.cache import FeatureCache
+    except ImportError as exc:
+        raise RuntimeError(f"the feature cache needs pyarrow (a spacemind dependency): {exc}") from None
     ctx.tmp = Path(ctx.args.cache_dir or tempfile.mkdtemp(prefix="spacemind-gpu-bench-"))
     return FeatureCache(ctx.tmp / "cache", create=True)
 
@@ -280,7 +282,8 @@ def decode_scaling(ctx: Ctx, prompts: list[str], prefix_len: int, notes: list[st
     tcfg = sm.internvl.config.text_config
     n_lm = param_count(lm) - lm.get_input_embeddings().weight.numel()
     elem = torch.finfo(sm.dtype).bits // 8
-    kv_per_token = 2 * tcfg.num_hidden_layers * tcfg.num_key_value_heads * (tcfg.hidden_size // tcfg.num_attention_heads) * elem
+    head_dim = tcfg.hidden_size // tcfg.num_attention_heads
+    kv_per_token = 2 * tcfg.num_hidden_layers * tcfg.num_key_value_heads * head_dim * elem  # K and V, every layer
     weights_read = (n_lm + param_count(sm.internvl.lm_head)) * elem
     mnt = z.max_new_tokens
     pool = prompts * (1 + max(z.decode_batches) // len(prompts))
@@ -318,6 +321,9 @@ def section_e2e(ctx: Ctx) -> dict:
     z = ctx.sizes
     notes: list[str] = []
     res: dict = {"notes": notes}
+    cache = open_cache(ctx)  # first: a missing dependency fails before the baseline's time is spent
+    where = "--cache-dir" if ctx.args.cache_dir else "a temp folder"
+    res["cache"] = f"FeatureCache (Parquet entries, durable writes) in {where}"
 
     ctx.log(f"e2e: {z.scenes} scenes x {z.questions_per_scene} questions, {z.frames} frames, "
             f"synthetic {z.frame_hw[1]}x{z.frame_hw[0]} frames")
@@ -332,8 +338,6 @@ def section_e2e(ctx: Ctx) -> dict:
     res["baseline"], base_rows = run_baseline(ctx, scenes, notes)
     ctx.log(f"e2e: baseline {res['baseline']['per_question_s']} s/question")
 
-    cache = open_cache(ctx)
-    res["cache"] = "FeatureCache (Parquet entries, durable writes) in " + ("--cache-dir" if ctx.args.cache_dir else "a temp folder")
     res["cold"], answers = cold_pass(ctx, scenes, cache, notes)
     ctx.log(f"e2e: cold {res['cold']['questions_per_s']} questions/s")
     res["warm"] = warm_pass(ctx, scenes, cache, res["cold"]["scenes"], notes)
@@ -345,7 +349,8 @@ def section_e2e(ctx: Ctx) -> dict:
         "warm_vs_baseline": rnd(ratio(res["warm"]["questions_per_s"], base_qps), 3),
         "warm_vs_cold": rnd(ratio(res["warm"]["questions_per_s"], res["cold"]["questions_per_s"]), 3),
     }
-    matched = [answers[(r["scene"], r["question"])] == r["answer"] for r in base_rows if (r["scene"], r["question"]) in answers]
+    matched = [answers[(r["scene"], r["question"])] == r["answer"]
+               for r in base_rows if (r["scene"], r["question"]) in answers]
     res["answers_equal_baseline"] = {"compared": len(matched), "equal": sum(matched),
                                      "note": "bf16 batched vs alone may differ in the last bits; informational"}
 

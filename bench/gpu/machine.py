@@ -33,7 +33,8 @@ def section_env(ctx: Ctx) -> dict:
 
     env = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "mode": "tiny (toy architectures; figures only prove the code runs)" if ctx.args.tiny else "full size, random weights",
+        "mode": ("tiny (toy architectures; figures only prove the code runs)" if ctx.args.tiny
+                 else "full size, random weights"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -102,7 +103,8 @@ def matmul_rate(ctx: Ctx, n: int) -> dict:
 def sdpa_rate(ctx: Ctx, B: int, heads: int, L: int, head_dim: int) -> dict:
     q, k, v = (torch.randn(B, heads, L, head_dim, device=ctx.device, dtype=ctx.dtype) for _ in range(3))
     t = min(time_calls(ctx, lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), warmup=1, reps=3))
-    return {"shape": [B, heads, L, head_dim], "s": rnd(t, 6), "tflops": rnd(4 * B * L * L * heads * head_dim / t / 1e12, 4)}
+    flops = 4 * B * L * L * heads * head_dim  # QK^T and A.V
+    return {"shape": [B, heads, L, head_dim], "s": rnd(t, 6), "tflops": rnd(flops / t / 1e12, 4)}
 
 
 def linear_rate(ctx: Ctx, T: int, d_in: int, d_out: int) -> dict:

@@ -65,7 +65,8 @@ def section_profile(ctx: Ctx) -> dict:
     if ctx.vggt is None:
         raise RuntimeError("no VGGT model to profile")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
-    keys = ["self_device_time_total", "self_cuda_time_total", "self_cpu_time_total"] if ctx.cuda else ["self_cpu_time_total"]
+    keys = (["self_device_time_total", "self_cuda_time_total", "self_cpu_time_total"] if ctx.cuda
+            else ["self_cpu_time_total"])
     S = ctx.sizes.target_frames
     t_vggt, rows_vggt = profile_vggt(ctx, S, acts, keys)
     out = {"vggt": {"frames": S, "top_ops": rows_vggt}}
