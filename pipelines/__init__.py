@@ -18,7 +18,7 @@ from spacemind_cli.jobs.settings import RunOptions
 
 from .executor import Executor, make_executor, open_job
 
-__all__ = ["Executor", "RunOptions", "answer", "extract", "make_executor", "open_job"]
+__all__ = ["Executor", "RunOptions", "answer", "extract", "make_executor", "open_job", "train"]
 
 
 def _options(options: RunOptions | None, fields: dict) -> RunOptions:
@@ -42,3 +42,28 @@ def extract(scenes_root: str | Path, options: RunOptions | None = None, *, quest
 
     with open_job(_options(options, option_fields), verify_cached=True) as (executor, settings):
         return run_extract(scenes_root, settings=settings, executor=executor, questions=questions, progress=progress)
+
+
+def train(scenes_root: str | Path, options: RunOptions | None = None, *, questions, output, config=None,
+          eval_questions=None, num_workers: int | None = None, overwrite: bool = False, progress=None,
+          **option_fields) -> dict:
+    """`spacemind train`: see `spacemind_cli.jobs.train.run_train`. The features of scenes the
+    cache lacks are encoded on the job's executor; training runs in this process
+    (`executor="local"`) or on Ray Train, one worker per GPU (or `num_workers` CPU workers)."""
+    from functools import partial
+
+    from spacemind_cli.jobs.train import run_train
+    from spacemind_cli.training.config import TrainConfig
+
+    opts = _options(options, option_fields)
+    with open_job(opts, verify_cached=True) as (executor, settings):
+        if opts.executor == "local":
+            from .local import fit
+        else:
+            from . import ray_train
+
+            gpus = getattr(executor, "gpus_in_cluster", 0) if executor.uses_gpu() else 0
+            fit = partial(ray_train.fit, num_workers=num_workers or gpus or 1, use_gpu=executor.uses_gpu())
+        return run_train(scenes_root, questions=questions, output=output, settings=settings, executor=executor,
+                         fit=fit, config=config or TrainConfig(), eval_questions=eval_questions,
+                         overwrite=overwrite, progress=progress)

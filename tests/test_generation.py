@@ -135,3 +135,67 @@ def test_max_new_tokens_respected(sm, encs, n):
         answers = sm.answer(enc, PROMPTS[:3], max_new_tokens=n)
         assert answers == [sm.answer_alone(enc, p, max_new_tokens=n) for p in PROMPTS[:3]]
         assert all(len(sm.tokenizer(a, add_special_tokens=False)["input_ids"]) <= n + 1 for a in answers)
+
+
+def test_one_batch_of_every_length_with_early_stops_equals_transformers(sm, encs):
+    """All ten prompts (3 to ~30 suffix tokens) in one batch, with an EOS that stops some rows
+    early: every row equals transformers' generate on its own full prompt."""
+    enc = encs[1]
+    prefix = sm.prefill(sm.fuse(enc))
+    never = {len(sm.tokenizer) + 7}
+    free = _decode(sm, prefix, PROMPTS, MAX_NEW, never)
+    lengths = {len(sm.suffix_ids(p)) for p in PROMPTS}
+    assert len(lengths) >= 8
+    # The token that stops the most rows early while leaving at least one row running to the end.
+    tokens = {t for r in free for t in r[:-1]}
+    fake = max(sorted(tokens), key=lambda t: sum(t in r[:-1] for r in free) if any(t not in r for r in free) else -1)
+    got = _decode(sm, prefix, PROMPTS, MAX_NEW, {fake})
+    assert sum(len(r) < MAX_NEW for r in got) >= 2 and any(len(r) == MAX_NEW for r in got)
+    for p, row in zip(PROMPTS, got):
+        ref = _hf_ids(sm, enc, p, MAX_NEW, {fake})
+        assert ref == (row + [fake] if len(row) < MAX_NEW else row)
+
+
+def test_prefix_is_shared_never_copied(sm, encs, monkeypatch):
+    """Rows read the one prefix cache in place: no deep copy, no repeat along the batch, and the
+    key/value bytes held for the prefix do not grow with the batch."""
+    from transformers import DynamicCache
+
+    from spacemind_cli.models import prefix_attention
+
+    prefix = sm.prefill(sm.fuse(encs[0]))
+    ptrs = [layer.keys.data_ptr() for layer in prefix.cache.layers]
+
+    def refuse(*a, **k):
+        raise AssertionError("the prefix cache must not be copied or repeated")
+
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", refuse)
+    monkeypatch.setattr(DynamicCache, "__deepcopy__", refuse, raising=False)
+    calls = []
+    real_decode = prefix_attention._decode
+    monkeypatch.setattr(prefix_attention, "_decode", lambda *a: calls.append(a[1].shape[0]) or real_decode(*a))
+    never = {len(sm.tokenizer) + 7}
+    per_batch = {}
+    for b in (1, 8):
+        stats = {}
+        _decode_stats(sm, prefix, PROMPTS[:b], 3, never, stats)
+        per_batch[b] = stats
+    assert calls and set(calls) == {1, 8}  # the shared-prefix path ran, at both batch sizes
+    assert per_batch[1]["prefix_kv_bytes"] == per_batch[8]["prefix_kv_bytes"] == generation.kv_bytes(prefix.cache)
+    # Own cache: b rows x (widest suffix + 2 generated tokens) slots.
+    lm = internvl.parts(sm.internvl)[0]
+    cfg = lm.config
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    for b, stats in per_batch.items():
+        width = max(len(sm.suffix_ids(p)) for p in PROMPTS[:b])
+        assert stats["suffix_kv_bytes"] == b * (width + 2) * per_token
+    assert [layer.keys.data_ptr() for layer in prefix.cache.layers] == ptrs
+    assert prefix.cache.get_seq_length() == prefix.length
+
+
+def _decode_stats(sm, prefix, prompts, max_new_tokens, eos, stats):
+    lm, head, embed = internvl.parts(sm.internvl)
+    return generation.decode_batch(
+        lm, head, embed, prefix, [sm.suffix_ids(p) for p in prompts],
+        max_new_tokens=max_new_tokens, eos_ids=set(eos), pad_id=internvl.pad_token_id(sm.tokenizer), stats=stats,
+    )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,7 +25,7 @@ HELP = (
 )
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict, scenes: Path | None = None) -> None:
     table = Table(title="spacemind answer", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -49,6 +50,10 @@ def print_summary(summary: dict) -> None:
     table.add_row("output", summary["output"])
     if summary.get("errors_file"):
         table.add_row("errors", summary["errors_file"])
+    if scenes is not None and summary.get("rows_written"):
+        out = Path(summary["output"])
+        table.add_row("browse", f"spacemind report {shlex.quote(str(out))} --scenes {shlex.quote(str(scenes))} "
+                      f"--output {shlex.quote(str(out.with_name(out.stem + '-report')))}")
     console.print(table)
 
 
@@ -87,7 +92,7 @@ def answer(
     with job_progress("answering", "scenes") as progress:
         summary = run_answer(scenes, options, output=output, questions=str(questions) if questions else None,
                              template=str(template) if template else None, overwrite=overwrite, progress=progress)
-    print_summary(summary)
+    print_summary(summary, scenes if template is None else None)
     if summary["has_ground_truth"] and not no_eval and template is None and summary["rows_written"]:
         _print_scores(output)
     if summary["failed"] or summary["question_problems"]:

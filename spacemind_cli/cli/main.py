@@ -52,13 +52,15 @@ def main(
 def _register():
     # Each command lives in its own module; importing them here keeps `spacemind --help` fast
     # because the heavy libraries (torch, ray) are imported inside the commands.
-    from . import cmd_answer, cmd_cache, cmd_checkpoint, cmd_doctor, cmd_eval, cmd_extract
+    from . import cmd_answer, cmd_cache, cmd_checkpoint, cmd_doctor, cmd_eval, cmd_extract, cmd_report, cmd_train
 
     app.add_typer(cmd_checkpoint.app, name="checkpoint")
     app.add_typer(cmd_cache.app, name="cache")
     app.command("extract", help=cmd_extract.HELP, epilog=EXIT_CODES_HELP)(cmd_extract.extract)
     app.command("answer", help=cmd_answer.HELP, epilog=EXIT_CODES_HELP)(cmd_answer.answer)
+    app.command("train", help=cmd_train.HELP, epilog=EXIT_CODES_HELP)(cmd_train.train)
     app.command("eval", help=cmd_eval.HELP, epilog=EXIT_CODES_HELP)(cmd_eval.eval_command)
+    app.command("report", help=cmd_report.HELP, epilog=EXIT_CODES_HELP)(cmd_report.report)
     app.command("doctor", help=cmd_doctor.HELP)(cmd_doctor.doctor)
 
 

@@ -238,7 +238,7 @@ def _place(src: Path, dst: Path, link: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def _copy_folder(src: Path, dst: Path, link: bool, what: str) -> list[str]:
+def copy_folder(src: Path, dst: Path, link: bool, what: str) -> list[str]:
     """Copy a model folder's files (weights linked when `link`; small files always copied, so
     editing them never edits the source). Pickled weights are skipped."""
     placed, skipped = [], []
@@ -334,7 +334,7 @@ def assemble(
     tmp = out.parent / f".{out.name}.assembling-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _copy_folder(base, tmp / "internvl", link, f"InternVL folder {base}")
+        copy_folder(base, tmp / "internvl", link, f"InternVL folder {base}")
         _place(vggt_weights, tmp / "vggt" / ("model.safetensors" if vggt_weights.suffix == ".safetensors" else "model.pt"), link)
         (tmp / "vggt" / "config.json").write_text(json.dumps(vcfg.to_dict(), indent=2) + "\n")
         if fusion == "cgmf":
@@ -349,7 +349,7 @@ def assemble(
                 state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
                 save_file(state, str(tmp / FUSION_FILE), metadata={"format": "pt"})
         if lora is not None:
-            _copy_folder(lora, tmp / "lora", link, f"LoRA adapter {lora}")
+            copy_folder(lora, tmp / "lora", link, f"LoRA adapter {lora}")
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         if out.exists():
             out.rmdir()

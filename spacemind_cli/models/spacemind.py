@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from . import generation, internvl
+from . import generation, internvl, packing
 from .cgmf import CGMF
 from .checkpoint import (SpaceMindConfig, checkpoint_id, encoder_fingerprint, read_json, resolve_component,
                          versions)
@@ -224,6 +224,10 @@ class SpaceMind(nn.Module):
     @torch.no_grad()
     def fuse(self, enc: EncoderOutputs) -> torch.Tensor:
         """Encoder outputs -> the tokens placed at the image positions, [S, n, d_v]."""
+        return self.fuse_with_grad(enc)
+
+    def fuse_with_grad(self, enc: EncoderOutputs) -> torch.Tensor:
+        """`fuse` for training: gradients flow into whatever requires them (the CGMF)."""
         self._require_llm()
         enc = enc.to(self.device)
         f_v = internvl.project(self.internvl, enc.internvit.to(self.dtype))
@@ -307,6 +311,34 @@ class SpaceMind(nn.Module):
         if failures:
             raise QuestionError(failures[0].error)
         return [a.text for a in sorted(answers, key=lambda a: a.key)]
+
+    # ---------------------------------------------------------------- training
+    def end_of_turn_id(self) -> int:
+        tid = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if tid is None or tid == self.tokenizer.unk_token_id:
+            raise CheckpointError("tokenizer lacks <|im_end|>, the end-of-turn token answers are trained to end with")
+        return int(tid)
+
+    def segment(self, prompt: str, answer: str) -> packing.Segment:
+        """One training question: its user turn (as `generate` sees it) and its answer's tokens."""
+        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return packing.Segment(prompt_ids=self.suffix_ids(prompt), answer_ids=list(answer_ids))
+
+    def scene_loss_sum(
+        self, enc: EncoderOutputs, pairs: list[tuple[str, str]], *, packed: bool = True
+    ) -> tuple[torch.Tensor, int]:
+        """(sum of answer-token cross-entropies, number of target tokens) for (prompt, answer)
+        pairs about one scene. Gradients flow into the CGMF (through the prefix's image tokens)
+        and into the LLM's trainable weights (e.g. LoRA). packed=True runs the prefix once for
+        all pairs; packed=False runs one sample per pair (the reference). Divide the sum over a
+        whole optimizer step by that step's total target count (see `packing`)."""
+        lm, head, embed = internvl.parts(self.internvl)
+        prefix = self.prefix_embeds(self.fuse_with_grad(enc))  # [1, P, d]
+        segments = [self.segment(p, a) for p, a in pairs]
+        end = self.end_of_turn_id()
+        plan = [packing.pack(prefix.shape[1], segments, end)] if packed else packing.separate(prefix.shape[1], segments, end)
+        total = sum(packing.loss_sum(lm, head, packing.inputs_embeds(embed, prefix, p), p) for p in plan)
+        return total, packing.num_targets(segments)
 
     @torch.no_grad()
     def answer_alone(self, enc: EncoderOutputs, prompt: str, *, max_new_tokens: int = 16) -> str:

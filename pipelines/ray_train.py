@@ -1,0 +1,142 @@
+"""Training on Ray Train: one worker per GPU (or N CPU workers), data parallel (DDP; gloo on CPU,
+NCCL on GPU), the library's training loop in every worker (`spacemind_cli.training.loop`).
+
+The loop saves its state every --save-every steps into NEW_CKPT/training/state and reports it to
+Ray Train as the run's checkpoint; when a worker is lost, Ray Train restarts the group (up to
+MAX_FAILURES times) and every worker resumes from that checkpoint. A rerun of the same command
+after the driver itself died resumes from the same folder. The driver shows progress by reading
+the log the first worker appends to.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from spacemind_cli.errors import ResourceError, SpacemindError
+
+MAX_FAILURES = 2  # worker-group restarts after a lost worker before the run gives up
+CPU_WORKER_CPUS = 1.0
+
+
+class RayTrainRuntime:
+    """The training loop's runtime inside a Ray Train worker."""
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    def device(self, requested: str | None) -> str:
+        import ray.train.torch
+
+        return str(ray.train.torch.get_device()) if requested is None else requested
+
+    def prepare(self, module):
+        import ray.train.torch
+
+        if self.world_size == 1:
+            return module
+        return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy="ddp",
+                                             parallel_strategy_kwargs={"find_unused_parameters": False})
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        import torch
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def report(self, metrics: dict, checkpoint) -> None:
+        import ray.train
+
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+
+    def restored_checkpoint(self):
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        return Path(ckpt.path) if ckpt is not None else None
+
+
+def _worker(config: dict) -> None:
+    from spacemind_cli.training.loop import train
+
+    train(config["spec"], RayTrainRuntime())
+
+
+def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> dict:
+    """Run the training loop on `num_workers` Ray Train workers (Ray must be initialised)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    training_dir = Path(spec.output).resolve() / "training"
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": CPU_WORKER_CPUS}),
+        run_config=RunConfig(
+            name="ray-train",
+            storage_path=str(training_dir / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=MAX_FAILURES),
+        ),
+    )
+    stop = threading.Event()
+    watcher = threading.Thread(target=_follow_log, args=(training_dir / "log.jsonl", progress, stop), daemon=True)
+    if progress:
+        watcher.start()
+    try:
+        result = trainer.fit()
+    except SpacemindError:
+        raise
+    except Exception as exc:  # workers lost past their restarts: rerun to resume from the last state
+        msg = " ".join(str(exc).split())
+        raise ResourceError(f"Ray Train failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
+    finally:
+        stop.set()
+        if progress:
+            watcher.join(timeout=5)
+    if result.error is not None:
+        raise ResourceError(f"Ray Train failed: {result.error}; rerun to resume")
+    summary = _summary(training_dir)
+    return {**summary, "workers": num_workers}
+
+
+def _summary(training_dir: Path) -> dict:
+    rows = _read_log(training_dir / "log.jsonl")
+    last = rows[-1] if rows else {}
+    return {"steps": last.get("step", 0), "last": last, "resumed_from": None}
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return out
+
+
+def _follow_log(path: Path, progress, stop: threading.Event) -> None:
+    """Hand each new log line to the progress callback (the first worker writes the log)."""
+    seen = len(_read_log(path))
+    while not stop.wait(0.5):
+        rows = _read_log(path)
+        for row in rows[seen:]:
+            progress({**row, "phase": "train"})
+        seen = len(rows)

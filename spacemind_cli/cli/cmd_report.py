@@ -1,0 +1,84 @@
+"""`spacemind report`: a static web page to browse a run: frames, questions, predictions, truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import EXIT_PARTIAL
+from .common import console, err_console, handle_errors
+from .progress import job_progress
+
+HELP = (
+    "Build a static web page to browse a run: each scene's sampled frames, its questions, the raw "
+    "prediction, the parsed answer, the ground truth and the per-question score.\n\n"
+    "OUTPUT is a folder (index.html, assets/, thumbs/) that opens from file:// with no server and no "
+    "network, so it can be zipped and mailed. The overview shows the benchmark table with exactly the "
+    "numbers `spacemind eval` prints, the per-category plot, the checkpoint, counts and the run's "
+    "failures (ANSWERS.errors.jsonl). Questions can be filtered by category, dataset, right/wrong and "
+    "text, sorted by score, and linked one by one (index.html#q-<id>).\n\n"
+    "Thumbnails (160 px JPEGs) are made for exactly the frames in the answers' frame_indices and "
+    "reused when the report is rebuilt into the same folder. Scenes that are missing or unreadable "
+    "are marked, not fatal (exit code 1).\n\n"
+    "--compare OTHER_ANSWERS shows two runs side by side: where they disagree and which one is right."
+)
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title="spacemind report", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    scored = f", {summary['scored']} scored ({summary['benchmark']})" if summary.get("benchmark") else ", not scored"
+    table.add_row("questions", f"{summary['questions']}{scored}")
+    status = summary.get("scene_status") or {}
+    bad = sum(v for k, v in status.items() if k != "ok")
+    table.add_row("scenes", f"{summary['scenes']}" + (f" ({bad} without all their frames)" if bad else ""))
+    table.add_row(
+        "thumbnails", f"{summary['thumbnails']} ({summary['decoded']} decoded, {summary['cached']} reused)"
+    )
+    join = summary.get("join")
+    if join:
+        table.add_row(
+            "compare",
+            f"{join['matched']} in both ({join['matched_on']}), {join['disagree']} disagree; "
+            f"{join['only_a']} only in A, {join['only_b']} only in B",
+        )
+    if summary.get("run_failures"):
+        table.add_row("run failures", str(summary["run_failures"]))
+    b = summary["bytes"]
+    table.add_row(
+        "page weight",
+        f"{b['page'] / 1e6:.2f} MB page + {b['thumbnails'] / 1e6:.2f} MB thumbnails; first page {b['first_page'] / 1e6:.2f} MB",
+    )
+    table.add_row("time", f"{summary['timing_s']['total']:.1f} s")
+    table.add_row("open", Path(summary["index"]).resolve().as_uri())
+    console.print(table)
+
+
+@handle_errors
+def report(
+    answers: Path = typer.Argument(..., help="Answers JSONL/Parquet from `spacemind answer`."),
+    scenes: Optional[Path] = typer.Option(None, "--scenes", "-s", help="Scenes root the answers were made from (without it the page has no frames)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Report folder: new, empty, or an earlier report (rebuilt in place)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Another answers file over the same questions, shown side by side."),
+    title: Optional[str] = typer.Option(None, "--title", help="Page title (default: the runs' names)."),
+    benchmark: str = typer.Option("auto", "--benchmark", help="auto | vsibench | sqa3d | spbench (as `spacemind eval`)."),
+    references: bool = typer.Option(True, "--references/--no-references", help="Show the paper's numbers in the table and plot."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Scenes decoded in parallel (0: up to 4)."),
+):
+    from ..report import ReportConfig, build_report
+
+    config = ReportConfig(benchmark=benchmark, references=references, workers=workers)
+    with job_progress("thumbnails", "scenes") as progress:
+        summary = build_report(answers, scenes, output, compare=compare, title=title, progress=progress, config=config)
+    print_summary(summary)
+    problems = summary["scene_problems"]
+    if problems:
+        for p in problems[:5]:
+            err_console.print(f"[yellow]{p['status']}[/]: {p['reason']}", highlight=False, soft_wrap=True)
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        err_console.print(f"[yellow]{len(problems)} scene(s) shown without all their frames{more}; marked in the report[/]")
+        raise typer.Exit(EXIT_PARTIAL)

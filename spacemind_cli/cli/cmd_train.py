@@ -1,0 +1,132 @@
+"""`spacemind train`: make a SpaceMind checkpoint (CGMF + LoRA) from cached encoder features."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import options as opt
+from .common import console, err_console, handle_errors
+
+HELP = (
+    "Train SpaceMind's camera-guided fusion (CGMF) and a LoRA adapter of the LLM on spatial QA, from "
+    "cached encoder features, into a new checkpoint folder that answer / extract / eval take as is.\n\n"
+    "Training data: any question file `answer` reads with ground_truth, LLaVA-style JSON/JSONL "
+    "(`conversations` with <image>/<video>; VSI-590K, VLM-3R, ViCA-322K), or SQA3D's train pair. "
+    "Targets are what the evaluated model should say (the option letter, the number, the answer). "
+    "Scenes missing from --cache are encoded first, as `extract` would. The encoders never run in a "
+    "training step, and the questions of a scene share one packed sequence (its visual prefix once). "
+    "Defaults are the paper's recipe: LoRA r256/alpha 512, LR 2e-5, warm-up 0.03, cosine, global batch "
+    "64 questions, 2 epochs.\n\n"
+    "Rerunning the same command resumes from the last saved step (kill -9, a lost worker). "
+    "NEW_CKPT/training/ holds the run: config.json, log.jsonl, loss.png, state/."
+)
+
+
+@contextlib.contextmanager
+def train_progress():
+    """A bar for the feature phase (scenes), then one for training (steps, loss, tokens/s, ETA)."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
+        console=err_console, transient=False, disable=not err_console.is_terminal,
+    )
+    tasks: dict[str, int] = {}
+
+    def callback(event: dict) -> None:
+        phase = event.get("phase", "train")
+        if phase == "features":
+            if phase not in tasks:
+                tasks[phase] = progress.add_task("features", total=event.get("total"), unit="scenes", extra="")
+            progress.update(tasks[phase], completed=event["done"])
+            return
+        if phase not in tasks:
+            tasks[phase] = progress.add_task("training", total=event.get("total"), unit="steps", extra="",
+                                             completed=event["step"] - 1)
+        tps = event.get("tokens_per_s")
+        extra = f"loss {event['loss']:.4f}" + (f"  {tps:,.0f} tok/s" if tps else "")
+        if isinstance(event.get("eval"), dict) and event["eval"].get("overall") is not None:
+            extra += f"  eval {event['eval']['overall']:.1f}"
+        progress.update(tasks[phase], completed=event["step"], total=event.get("total"), extra=extra)
+
+    with progress:
+        yield callback
+
+
+@handle_errors
+def train(
+    scenes: Path = opt.SCENES,
+    questions: Path = typer.Option(..., "--questions", help="Training file: questions with ground_truth, LLaVA-style records, or an SQA3D train file."),
+    checkpoint: Path = opt.CHECKPOINT,
+    output: Path = typer.Option(..., "--output", "-o", help="The new checkpoint folder (NEW_CKPT)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read and fill (default: NEW_CKPT/training/features)."),
+    epochs: int = typer.Option(2, "--epochs", min=1),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
+    lr: float = typer.Option(2e-5, "--lr"),
+    warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch, in questions (as in the paper)."),
+    pack_size: int = typer.Option(16, "--pack-size", min=1, help="Most questions of one scene in one packed sequence."),
+    lora_rank: int = typer.Option(256, "--lora-rank", min=1),
+    lora_alpha: int = typer.Option(512, "--lora-alpha", min=1),
+    train_parts: str = typer.Option("cgmf,lora", "--train", help="What is trained: a comma list of cgmf, lora, projector."),
+    fusion: str = typer.Option("cgmf", "--fusion", help="cgmf, or none (plain InternVL + LoRA, the baseline)."),
+    cgmf_off: str = typer.Option("", "--cgmf-off", help="CGMF ablation (paper Table 4): parts off, of camera_bias, importance, camera_memory, camera_gate."),
+    num_frames: Optional[int] = opt.NUM_FRAMES,
+    sampling: Optional[str] = opt.SAMPLING,
+    executor: str = opt.EXECUTOR,
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=1, help="Ray Train workers (default: one per GPU, else 1)."),
+    ray_address: Optional[str] = opt.RAY_ADDRESS,
+    eval_questions: Optional[Path] = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Steps between evaluations (0: at the end only)."),
+    save_every: int = typer.Option(500, "--save-every", min=1, help="Steps between saved states (a rerun resumes from the last)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the LLM's activations in the backward pass (the 8B model on one GPU)."),
+    seed: int = typer.Option(0, "--seed"),
+    dtype: str = opt.DTYPE,
+    vggt_weights: str = opt.VGGT_WEIGHTS,
+    threads: Optional[int] = opt.THREADS,
+    device: Optional[str] = opt.DEVICE,
+    trust_path: List[Path] = opt.TRUST_PATH,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming (removes NEW_CKPT's earlier run)."),
+):
+    from pipelines import train as run_train
+    from spacemind_cli.training.config import TrainConfig
+
+    config = TrainConfig(
+        epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, batch_size=batch_size,
+        pack_size=pack_size, train=tuple(p.strip() for p in train_parts.split(",") if p.strip()),
+        lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every, eval_every=eval_every,
+        gradient_checkpointing=gradient_checkpointing, fusion=fusion,
+        cgmf_off=tuple(p.strip() for p in cgmf_off.split(",") if p.strip()),
+    )
+    options = opt.run_options(
+        checkpoint=checkpoint, cache=cache or output / "training" / "features", executor=executor,
+        ray_address=ray_address, num_frames=num_frames, sampling=sampling, dtype=dtype, vggt_weights=vggt_weights,
+        threads=threads, device=device, trust_path=trust_path,
+    )
+    with train_progress() as progress:
+        summary = run_train(scenes, options, questions=questions, output=output, config=config,
+                            eval_questions=eval_questions, num_workers=num_workers, overwrite=overwrite,
+                            progress=progress)
+    table = Table(title="spacemind train", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("examples", f"{summary['examples']} over {summary['scenes']} scenes "
+                              f"({summary['scenes_encoded']} encoded now, {summary['scenes_cached']} from the cache)")
+    last = summary.get("last") or {}
+    table.add_row("steps", f"{summary.get('steps')} (resumed at {summary.get('resumed_from') or 0})")
+    if "loss" in last:
+        table.add_row("last loss", f"{last['loss']:.4f}")
+    if isinstance(last.get("eval"), dict):
+        table.add_row("eval", ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in last["eval"].items()))
+    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
+    table.add_row("checkpoint", summary["output"])
+    table.add_row("run", f"{summary['output']}/training (log.jsonl, loss.png)")
+    if summary.get("errors_file"):
+        table.add_row("errors", summary["errors_file"])
+    console.print(table)

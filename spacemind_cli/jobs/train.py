@@ -1,0 +1,206 @@
+"""The train job: a training file + scenes + a base checkpoint -> a new checkpoint, resumable.
+
+    1. read the training examples (any question file with ground truth, LLaVA-style records,
+       SQA3D's pair: `training/`), and the eval questions if given;
+    2. find every scene; encode the ones the feature cache lacks, with the same encode stage
+       `extract` runs, on the job's executor;
+    3. write the run's example tables into NEW_CKPT/training/ and train (`training.loop`, in this
+       process or on Ray Train: the `fit` the caller passes);
+    4. the trained checkpoint, the loss curve and a summary.
+
+A rerun of the same command continues from the last saved step; a rerun with other settings is
+refused (or starts over with `overwrite`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import CheckpointError, InputError, error_class
+from ..files import atomic_write_text, write_parquet
+from ..fingerprint import file_digest, text_digest
+from ..models.checkpoint import load_config
+from ..prompts import build_prompt
+from ..questions import read_questions
+from ..scenes import check_root
+from ..training import read_training_file
+from ..training.config import TrainConfig
+from ..training.loop import TrainSpec
+from .output import ErrorLog
+from .plan import plan_answer, plan_extract
+from .records import ItemResult
+from .settings import JobSettings
+from .stages import EncodeStage, open_job_cache
+
+log = logging.getLogger(__name__)
+
+OURS = {"config.json", "fusion.safetensors", "lora", "internvl", "vggt", "training"}  # what a run writes
+RESUME_FREE = ("save_every", "eval_every")  # settings a resumed run may change
+
+
+def run_train(
+    scenes_root: str | Path,
+    *,
+    questions: str | Path,
+    output: str | Path,
+    settings: JobSettings,
+    executor,
+    fit: Callable[[TrainSpec, Callable | None], dict],
+    config: TrainConfig,
+    eval_questions: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    t_start = time.perf_counter()
+    root = check_root(scenes_root)
+    out = Path(output)
+    base = Path(settings.checkpoint)
+    base_config = load_config(base)
+    if base_config.lora:
+        raise CheckpointError(f"{base} already carries a LoRA adapter ({base_config.lora}); train from a checkpoint "
+                              "without one (e.g. the one it was assembled from)")
+    if out.resolve() == base.resolve():
+        raise InputError(f"--output {out} is the base checkpoint itself; give a new folder")
+    if not settings.cache:
+        raise InputError("training needs a feature cache (--cache)")
+    open_job_cache(settings.cache)
+    run = {
+        "train": {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE},
+        "base_checkpoint_id": settings.checkpoint_id,
+        "training_file": file_digest(Path(questions)),
+        "eval_questions": file_digest(Path(eval_questions)) if eval_questions else None,
+        "features": {"frames": settings.frame_sampling.to_dict(), "dtype": settings.dtype,
+                     "vggt_weights": settings.vggt_weights, "encoders": settings.encoder_fingerprint},
+    }
+    training_dir = _prepare_output(out, text_digest(run), overwrite)
+    errors = ErrorLog(training_dir / "errors.jsonl")
+    try:
+        examples, eval_rows, scene_counts = _examples_with_features(root, questions, eval_questions, settings, executor,
+                                                                    errors, progress)
+    finally:
+        errors.close()
+    if not examples:
+        raise InputError(f"{questions}: no training example has readable scene features (see {errors.path})")
+    write_parquet(training_dir / "examples.parquet", lambda: iter(examples))
+    if eval_rows:
+        write_parquet(training_dir / "eval.parquet", lambda: iter(eval_rows))
+    atomic_write_text(training_dir / "config.json", lambda fh: fh.write(json.dumps(
+        {**run, "run_id": text_digest(run), "train": config.to_dict(), "base_checkpoint": str(base),
+         "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows)}, indent=2) + "\n"))
+
+    spec = TrainSpec(base_checkpoint=str(base), output=str(out), config=config.to_dict(), settings=settings,
+                     examples=str(training_dir / "examples.parquet"),
+                     eval_questions=str(training_dir / "eval.parquet") if eval_rows else None)
+    result = fit(spec, progress)
+    from ..training.export import plot_loss
+
+    plot_loss(training_dir / "log.jsonl", training_dir / "loss.png")
+    summary = {
+        "output": str(out),
+        "examples": len(examples),
+        "scenes": scene_counts["scenes"],
+        "scenes_encoded": scene_counts["encoded"],
+        "scenes_cached": scene_counts["cached"],
+        "failed": errors.count,
+        "errors_file": str(errors.path) if errors.count else None,
+        "eval_questions": len(eval_rows),
+        **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+    }
+    atomic_write_text(training_dir / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+def _prepare_output(out: Path, run_id: str, overwrite: bool) -> Path:
+    """NEW_CKPT/training/, after checking the folder is new, ours to overwrite, or this run's."""
+    training = out / "training"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OURS)
+        if foreign:
+            raise InputError(f"--output {out} holds files a training run does not write ({', '.join(foreign[:3])}); "
+                             "give a new folder")
+        stored = _stored_run_id(training)
+        if overwrite:
+            for name in OURS:
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        elif stored is None:
+            raise InputError(f"--output {out} holds a checkpoint that is not a training run; give a new folder "
+                             "(or --overwrite)")
+        elif stored != run_id:
+            raise InputError(f"--output {out} holds a training run with other settings (data, base checkpoint or "
+                             "hyperparameters); rerun with the same ones to resume, or pass --overwrite to start over")
+    training.mkdir(parents=True, exist_ok=True)
+    return training
+
+
+def _stored_run_id(training: Path) -> str | None:
+    try:
+        return json.loads((training / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def _examples_with_features(root: Path, questions, eval_questions, settings: JobSettings, executor, errors: ErrorLog,
+                            progress) -> tuple[list[dict], list[dict], dict]:
+    """The run's example tables, each row pointing at its scene's features in the cache; scenes
+    the cache lacks are encoded first (EncodeStage, the executor's workers)."""
+    training = read_training_file(questions)
+    for p in training.problems:
+        errors.add(p.to_record("training data"))
+    train_q = training.questions()
+    eval_q = []
+    if eval_questions:
+        qset = read_questions(eval_questions)
+        for p in qset.problems:
+            errors.add(p.to_record("eval questions"))
+        eval_q = [q for q in qset.questions if q.ground_truth is not None or q.row.get("answers") is not None]
+    scene_of: dict[tuple[str, int], str] = {}
+    scenes = {}
+    for tag, qs in (("train", train_q), ("eval", eval_q)):
+        plan = plan_answer(root, qs, max_per_item=len(qs) or 1)
+        for q, reason in plan.failures:
+            errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+        for item in plan.items:
+            scenes[item.scene.key] = item.scene
+            for ref in item.questions:
+                scene_of[(tag, ref.index)] = item.scene.key
+    keys: dict[str, str] = {}
+    counts = {"scenes": len(scenes), "encoded": 0, "cached": 0, "done": 0}
+    extract = plan_extract(list(scenes.values()))
+
+    def on_result(result: ItemResult) -> None:
+        if result.stop_job:
+            raise error_class(result.stop_job)(result.error or "a worker failed")
+        if result.status == "failed":
+            errors.add({"stage": "scene", "scene": result.item_id, "error": result.error})
+        else:
+            keys[result.item_id] = result.key
+            counts["encoded" if result.status == "ok" else "cached"] += 1
+        counts["done"] += 1
+        if progress:
+            progress({"phase": "features", "done": counts["done"], "total": len(extract.items), "scene": result.item_id})
+
+    if extract.items:
+        executor.run(extract.items, EncodeStage, settings, on_result)
+    examples = []
+    for ex, q in zip(training.examples, train_q):
+        key = keys.get(scene_of.get(("train", q.index), ""))
+        if key is not None:
+            examples.append({"id": ex.id, "feature_key": key, "prompt": ex.prompt, "target": ex.target,
+                             "scene": scene_of[("train", q.index)]})
+    eval_rows = []
+    for q in eval_q:
+        key = keys.get(scene_of.get(("eval", q.index), ""))
+        if key is not None:
+            eval_rows.append({"id": q.qid, "feature_key": key, "prompt": build_prompt(q.row),
+                              "row_json": json.dumps(q.row, ensure_ascii=False)})
+    counts.pop("done")
+    return examples, eval_rows, counts

@@ -1,0 +1,54 @@
+"""Answers to held-out questions during training, scored with the official rules: the same
+prompts and answering routine as `spacemind answer`, features from the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+
+from ..errors import InputError
+from ..eval import evaluate_records
+from ..eval.records import Record
+from ..jobs.settings import JobSettings
+from ..models.answering import answer_questions
+from ..parsing import parse_answer
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(sm, rows: list[dict], encoded, settings: JobSettings) -> dict:
+    """rows: {id, feature_key, prompt, row_json}. Returns the official overall score (and the
+    benchmark) plus the share of answers equal to the ground truth as parsed."""
+    by_scene: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_scene.setdefault(r["feature_key"], []).append(i)
+    predictions: dict[int, str] = {}
+    failed = 0
+    for key, idx in by_scene.items():
+        prefix = sm.prefill(sm.fuse(encoded(key)))
+        answers, failures = answer_questions(sm, prefix, [(i, rows[i]["prompt"]) for i in idx],
+                                             batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
+        predictions.update((a.key, a.text) for a in answers)
+        failed += len(failures)
+    records, exact = [], 0
+    for i, r in enumerate(rows):
+        fields = json.loads(r["row_json"])
+        text = predictions.get(i)
+        parsed = None if text is None else parse_answer(text, options=fields.get("options"),
+                                                       question_type=fields.get("question_type"))
+        truth = fields.get("ground_truth")
+        exact += parsed is not None and truth is not None and str(parsed) == str(
+            parse_answer(str(truth), options=fields.get("options"), question_type=fields.get("question_type")))
+        records.append(Record(i + 1, fields, text, None if parsed is None else str(parsed), "answers", f"eval:{i + 1}"))
+    out = {"questions": len(rows), "failed": failed, "exact": exact / max(1, len(rows))}
+    try:
+        result = evaluate_records(records, source="eval-questions")
+        overall = next((sc for sc in result.scores if sc.is_average and sc.value is not None), None)
+        out.update(benchmark=result.benchmark, overall=None if overall is None else overall.value,
+                   metric=None if overall is None else overall.key)
+    except InputError as exc:  # custom question types: no benchmark score, the exact rate stays
+        log.info("eval questions have no benchmark score: %s", exc)
+    return out

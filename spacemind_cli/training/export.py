@@ -1,0 +1,141 @@
+"""The trained model as a complete SpaceMind checkpoint folder, loadable by `answer`, `extract`,
+`eval` and `checkpoint inspect` as is:
+
+    NEW_CKPT/config.json          the base's config with the trained fusion and `lora: "lora"`
+    NEW_CKPT/fusion.safetensors   the trained CGMF
+    NEW_CKPT/lora/                the LoRA adapter in PEFT's format (+ the projector, when trained,
+                                  as PEFT `modules_to_save` tensors)
+    NEW_CKPT/internvl/, vggt/     the base's frozen weights, hard-linked (copied across devices)
+    NEW_CKPT/training/            the run: config, log.jsonl, loss.png, resumable state
+
+config.json is written last: until the run has finished, the folder is not a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..files import atomic_write, atomic_write_text
+from ..models.checkpoint import SpaceMindConfig, copy_or_link, load_config, resolve_component, versions
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "lora"
+PROJECTOR_KEY = "base_model.model.model.multi_modal_projector."  # PEFT's name for modules_to_save tensors
+
+
+def link_folder(src: Path, dst: Path) -> None:
+    """Every file of `src` at `dst`, hard-linked when possible (weights are never copied twice)."""
+    for entry in sorted(src.iterdir()):
+        if entry.is_file() and not entry.name.startswith("."):
+            target = dst / entry.name
+            if target.exists():
+                if os.path.samefile(entry, target):
+                    continue
+                target.unlink()
+            copy_or_link(entry, target)
+
+
+def _component(base: Path, ref: str, what: str, out: Path, name: str, trusted) -> str:
+    """Where the new checkpoint finds a frozen component: its own folder when the base has one
+    on disk, else the same reference (a hub id)."""
+    src = resolve_component(base, ref, what, trusted)
+    if not Path(src).is_dir():
+        return src
+    link_folder(Path(src), out / name)
+    return name
+
+
+def export_checkpoint(spec, model, cfg: TrainConfig) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(spec.output)
+    base = Path(spec.base_checkpoint)
+    trusted = spec.settings.trusted_paths
+    base_cfg = load_config(base)
+    config = SpaceMindConfig.from_dict(base_cfg.to_dict())
+    config.base = _component(base, base_cfg.base, "base (InternVL)", out, "internvl", trusted)
+    config.vggt = _component(base, base_cfg.vggt, "vggt", out, "vggt", trusted)
+    sm = model.sm
+    config.fusion = "cgmf" if sm.fusion is not None else "none"
+    if sm.fusion is not None:
+        config.cgmf = sm.fusion.config
+        state = {k: v.detach().float().cpu().contiguous() for k, v in sm.fusion.state_dict().items()}
+        atomic_write(out / config.fusion_weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    config.lora = _write_adapter(out / ADAPTER, model, cfg)
+    config.versions = versions()
+    atomic_write_text(out / "config.json", lambda fh: fh.write(json.dumps(config.to_dict(), indent=2) + "\n"))
+    log.info("wrote the trained checkpoint %s", out)
+    return out
+
+
+def _write_adapter(folder: Path, model, cfg: TrainConfig) -> str | None:
+    """The LoRA adapter (PEFT format) and the trained projector, or None when neither was trained."""
+    from safetensors.torch import load_file, save_file
+
+    projector = {}
+    if "projector" in cfg.train:
+        proj = model.sm.internvl.model.multi_modal_projector
+        projector = {PROJECTOR_KEY + k: v.detach().float().cpu().contiguous() for k, v in proj.state_dict().items()}
+    if model.peft is None and not projector:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "adapter_model.safetensors"
+    if model.peft is not None:
+        model.peft.save_pretrained(str(folder), safe_serialization=True)
+        (folder / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
+        tensors = load_file(str(weights))
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    else:
+        tensors = {}
+        adapter_config = {"peft_type": "LORA", "r": cfg.lora_rank, "lora_alpha": cfg.lora_alpha, "target_modules": []}
+    if projector:
+        tensors = {k: v.float().contiguous() for k, v in tensors.items()} | projector
+        adapter_config["modules_to_save"] = ["multi_modal_projector"]
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write_text(folder / "adapter_config.json", lambda fh: fh.write(json.dumps(adapter_config, indent=2) + "\n"))
+    return ADAPTER
+
+
+def plot_loss(log_path: Path, out: Path) -> Path | None:
+    """The loss curve (and eval scores, when there are some) as a PNG."""
+    if not log_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    if not steps:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    ax.plot(steps, [r["loss"] for r in rows if "loss" in r], color="#3366cc", lw=1.4, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (per target token)")
+    ax.grid(alpha=0.3)
+    evals = [(r["step"], r["eval"].get("overall")) for r in rows if isinstance(r.get("eval"), dict)]
+    evals = [(s, v) for s, v in evals if v is not None]
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([s for s, _ in evals], [v for _, v in evals], "o-", color="#dd7722", label="eval score")
+        ax2.set_ylabel("eval score")
+    ax.set_title("spacemind train")
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return out
+
+
+def trainable_summary(model) -> dict:
+    counts: dict[str, int] = {}
+    for name, p in model.trainable().items():
+        part = "lora" if "lora_" in name else "cgmf" if name.startswith("fusion.") else "projector" if "projector" in name else "other"
+        counts[part] = counts.get(part, 0) + p.numel()
+    return counts
+

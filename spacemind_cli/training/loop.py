@@ -1,0 +1,226 @@
+"""The training loop, the same code in one process and in every Ray Train worker.
+
+Per optimizer step: the step's packs (`schedule.StepPlan`, the same on every worker), this worker's
+share of them; for each pack the scene's encoder outputs from the feature cache (never from the
+encoders) and one packed sequence through the model; the loss is the sum of target-token
+cross-entropies over the whole step divided by the step's target-token count, so gradients equal
+those of the same questions trained one by one, whatever the packing or the number of workers.
+Then gradient clipping, AdamW, the LR schedule; the log; every `save_every` steps the resumable
+state; every `eval_every` steps (and at the end) answers to the eval questions.
+
+What differs between one process and Ray Train is behind `Runtime` (pipelines/ provides both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..errors import CacheError
+from ..jobs.settings import JobSettings
+from .config import TrainConfig
+from .schedule import StepPlan, worker_share
+from .state import latest_state, load_state, read_saved, remove_staging, save_state
+
+log = logging.getLogger(__name__)
+
+
+class Runtime(Protocol):
+    rank: int
+    world_size: int
+
+    def device(self, requested: str | None) -> str: ...
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module: ...
+    def all_reduce_sum(self, values: list[float]) -> list[float]: ...
+    def report(self, metrics: dict, checkpoint: Path | None) -> None: ...
+    def restored_checkpoint(self) -> Path | None: ...
+
+
+@dataclass
+class TrainSpec:
+    """Everything a worker needs, picklable (Ray ships it)."""
+
+    base_checkpoint: str
+    output: str  # the new checkpoint folder
+    config: dict  # TrainConfig.to_dict()
+    settings: JobSettings  # device, dtype, cache, threads, trusted paths
+    examples: str  # Parquet: id, feature_key, prompt, target
+    eval_questions: str | None = None  # Parquet: id, feature_key, prompt, row_json
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def training_dir(self) -> Path:
+        return Path(self.output) / "training"
+
+
+def read_table(path: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:  # step: optimizer steps done
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
+    from ..models.spacemind import EncoderOutputs, SpaceMind
+    from ..runtime import compute_dtype
+    from .evaluate import evaluate
+    from .export import export_checkpoint
+    from .model import TrainableSpaceMind
+
+    cfg = TrainConfig.from_dict(spec.config)
+    s = spec.settings
+    device = runtime.device(s.device)
+    if device == "cpu":
+        import os
+
+        torch.set_num_threads(s.cpu_threads or len(os.sched_getaffinity(0)))
+    torch.manual_seed(cfg.seed)
+    # fp32 master weights; bf16 (on GPU) only inside autocast
+    sm = SpaceMind.from_pretrained(spec.base_checkpoint, device=device, dtype=torch.float32,
+                                   trusted_paths=s.trusted_paths, llm=True, lazy_vggt=True)
+    model = TrainableSpaceMind(sm, cfg)
+    params = model.trainable()
+    examples = read_table(spec.examples)
+    by_scene: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_scene.setdefault(ex["feature_key"], []).append(i)
+    plan = StepPlan(by_scene, seed=cfg.seed, pack_size=cfg.pack_size, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                    max_steps=cfg.max_steps)
+    segments = [sm.segment(ex["prompt"], ex["target"]) for ex in examples]
+    targets = [len(seg.answer_ids) + 1 for seg in segments]  # answer tokens + end of turn
+    lengths = [len(seg.prompt_ids) + t for seg, t in zip(segments, targets)]
+
+    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay, fused=device.startswith("cuda"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, plan.total_steps))
+    state_dir = spec.training_dir / "state"
+    start = _resume(runtime, state_dir, model, optimizer, scheduler, device)
+    wrapped = runtime.prepare(model)
+    cache = _cache(s)
+    autocast = compute_dtype(device, s.dtype)
+    log_path = spec.training_dir / "log.jsonl"
+
+    frames: dict[str, int] = {}  # frames per scene, for the token count
+
+    def encoded(key: str):
+        entry = cache.get(key, device=device, fingerprint=s.encoder_fingerprint, tensor_names=EncoderOutputs.TENSORS)
+        if entry is None:
+            raise CacheError(f"features of scene {key} are not in the cache {cache.root}; rerun to extract them")
+        enc = EncoderOutputs.from_tensors(entry.tensors)
+        frames[key] = enc.num_frames
+        return enc
+
+    t_run = time.perf_counter()
+    last: dict = {}
+    for step in range(start, plan.total_steps):
+        t0 = time.perf_counter()
+        packs = plan.step(step)
+        step_targets = sum(targets[i] for p in packs for i in p.examples)
+        mine = worker_share(packs, runtime.rank, runtime.world_size)
+        loss_sum, tokens = 0.0, 0
+        for j, pack in enumerate(mine):
+            filler = pack is None  # keeps this worker's backward passes in step with the others
+            pack = pack or packs[0]
+            pairs = [(examples[i]["prompt"], examples[i]["target"]) for i in pack.examples]
+            sync = j == len(mine) - 1
+            no_sync = getattr(wrapped, "no_sync", None)
+            with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), _autocast(device, autocast):
+                loss, _ = wrapped(encoded(pack.scene), pairs)
+                # data-parallel averages gradients over workers: undo it, so the step's gradient
+                # is the sum over all its questions divided by all its targets
+                scale = 0.0 if filler else runtime.world_size / step_targets
+                (loss * scale).backward()
+            if not filler:
+                loss_sum += float(loss.detach())
+                tokens += len(sm.prefix_ids(frames[pack.scene])) + sum(lengths[i] for i in pack.examples)
+        lr = optimizer.param_groups[0]["lr"]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        total_loss, total_tokens = runtime.all_reduce_sum([loss_sum, float(tokens)])
+        dt = time.perf_counter() - t0
+        last = {"step": step + 1, "total": plan.total_steps, "epoch": plan.epoch_of(step), "loss": total_loss / step_targets, "lr": lr,
+                "grad_norm": grad_norm, "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
+                "tokens": int(total_tokens), "tokens_per_s": total_tokens / dt if dt > 0 else None, "step_s": dt}
+        done = step + 1
+        checkpoint = None
+        if done % cfg.save_every == 0 or done == plan.total_steps:
+            if runtime.rank == 0:
+                checkpoint = save_state(state_dir, done, model.trainable_state(), optimizer.state_dict(),
+                                        {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
+                                         "config": cfg.to_dict()})
+        if runtime.rank == 0:
+            if spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps):
+                last["eval"] = evaluate(sm, read_table(spec.eval_questions), encoded, s)
+            _append_log(log_path, last)
+            if progress:
+                progress({**last, "phase": "train"})
+        runtime.report(last, checkpoint)
+
+    if runtime.rank == 0:
+        if start >= plan.total_steps:  # a rerun of a finished run: the last state is the result
+            last = {"step": plan.total_steps, "resumed_finished_run": True}
+        export_checkpoint(spec, model, cfg)
+    return {"steps": plan.total_steps, "resumed_from": start, "last": last,
+            "wall_s": round(time.perf_counter() - t_run, 3)}
+
+
+def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str) -> int:
+    """Load the newest saved state (ours, or the one Ray Train restores after a lost worker);
+    returns the optimizer steps already done."""
+    if runtime.rank == 0:
+        remove_staging(state_dir)
+    candidates = [latest_state(state_dir)]
+    restored = runtime.restored_checkpoint()
+    if restored is not None:
+        candidates.append(read_saved(restored))
+    saved = max((c for c in candidates if c is not None), key=lambda c: c.step, default=None)
+    if saved is None:
+        return 0
+    trainable, optimizer_state = load_state(saved, device)
+    model.load_trainable_state(trainable)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(saved.meta["scheduler"])
+    log.info("resuming at step %d from %s", saved.step, saved.path)
+    return saved.step
+
+
+def _cache(settings: JobSettings):
+    from ..cache import FeatureCache
+
+    return FeatureCache(settings.cache, create=False)
+
+
+def _autocast(device: str, dtype: torch.dtype):
+    if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _append_log(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
