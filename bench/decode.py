@@ -21,7 +21,7 @@ buffer is mmapped and unmapped when freed (RSS follows live tensors instead of k
 heap), the peak RSS counter is reset (`/proc/self/clear_refs`, 5) before the call, and the
 peak is VmHWM after the call minus VmRSS before it (page granularity; Linux + glibc only).
 
-`measure(device, sizes)` is the core (bench/gpu.py can call it with device="cuda"); main() writes
+`measure(device, sizes)` is the core (the GPU benchmark, bench/gpu/, can call it with device="cuda"); main() writes
 bench/results/decode.json and decode.md (ratios old / new, no absolute paths).
 """
 
@@ -62,7 +62,7 @@ class Sizes:
     dtype: str = "float32"
 
 
-# InternVL3-8B's LLM (Qwen2-7B) at 32 frames x 256 tokens: for bench/gpu.py on one GPU (~15 GB of
+# InternVL3-8B's LLM (Qwen2-7B) at 32 frames x 256 tokens: for bench/gpu/ on one GPU (~15 GB of
 # random bf16 weights; the old path at batch 16 holds 16 x 0.47 GB of prefix copies).
 FULL_SIZE = Sizes(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=151674, prefix_len=8232,
                   suffix_lens=[40, 25, 60, 31, 47, 22, 36, 55], max_new_tokens=16, batches=[1, 2, 4, 8, 16],

@@ -8,7 +8,7 @@
 * deviation and time: a mid-size random VGGT (same architecture, fewer/narrower blocks) on this
   CPU under bf16 autocast, 8 frames: the relative error of the half-weight features against the
   reference-precision ones, and each run's time (fastest of --repeats), same process.
-  GPU peak memory at 32 frames is measured by `bench/gpu.py` (VGGT section) when a GPU is lent.
+  GPU peak memory at 32 frames is measured by `python -m bench.gpu` (vggt section) when a GPU is lent.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def to_markdown(r: dict) -> str:
         "relative L2.",
         f"- CPU forward: reference {t['reference']:.3f} s, half {t['half']:.3f} s "
         f"(half is {t['half_vs_reference']:.2f}x the reference's speed; CPU bf16 matmuls, not a GPU figure).",
-        "- GPU peak memory at 32 frames: `bench/gpu.py` (VGGT section), measured only when a GPU is lent.",
+        "- GPU peak memory at 32 frames: `python -m bench.gpu` (vggt section), measured only when a GPU is lent.",
         "",
     ])
 

@@ -9,7 +9,7 @@ Two forms of the same workload:
   every scene has its own bytes and its own content-addressed cache entry (plain copies would share
   one). Each scene gets its base room's VSI-Bench questions (17 per room in the bundled set),
   cycled to `per_scene`.
-* in memory, for the GPU script (`bench/gpu.py`, no files, no video codec): `synthetic_frames`
+* in memory, for the GPU benchmark (`bench/gpu/`, no files, no video codec): `synthetic_frames`
   (seeded smooth RGB frames) and `scene_prompts` (the same VSI-Bench prompts, built with the
   library's `build_prompt`).
 

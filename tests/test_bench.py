@@ -1,5 +1,5 @@
-"""The benchmarks run end to end: `bench/gpu.py --tiny` (every section of the GPU script, on the
-CPU with toy architectures) and `bench.cpu --quick` (2 scenes x 3 questions).
+"""The benchmarks run end to end: `python -m bench.gpu --tiny` (every section of the GPU benchmark,
+on the CPU with toy architectures) and `bench.cpu --quick` (2 scenes x 3 questions).
 
 Only structure is asserted, and that every ratio is computed from the measured values it names;
 never a wall-clock threshold (a shared CI machine's speed says nothing about spacemind's)."""
@@ -74,13 +74,28 @@ def test_gpu_script_tiny_exercises_every_section(tmp_path):
     S = str(r["sizes"]["target_frames"])
     assert v["naive"][S]["kept_output_gib"] > v["ours"][S]["kept_output_gib"]
 
+    # the half opt-in: same layers as the default, weights (and kept tokens) in bf16 instead of fp32
+    assert v["layers_needed"] == [-1]
+    assert v["params_bytes_naive"] == v["params_bytes_ours"] == 2 * v["params_bytes_ours_half"]
+    for S in map(str, r["sizes"]["vggt_frames"]):
+        ours, half, ratios = v["ours"][S], v["ours_half"][S], v["ratios"][S]
+        for key in ("frames_per_s", "tflops", "peak_gib", "s_per_call", "weights_gib"):
+            assert _pos(half[key]), (S, key, half)
+        assert ours["weights_gib"] == pytest.approx(2 * half["weights_gib"], rel=1e-2)
+        assert ours["kept_output_gib"] == pytest.approx(2 * half["kept_output_gib"], rel=1e-2)
+        assert ratios["speed_half_vs_ours"] == pytest.approx(half["frames_per_s"] / ours["frames_per_s"], rel=1e-2)
+        assert ratios["peak_memory_half_vs_ours"] == pytest.approx(half["peak_gib"] / ours["peak_gib"], rel=1e-2)
+        assert ratios["memory_saved_by_half_gib"] == pytest.approx(ours["peak_gib"] - half["peak_gib"], abs=1e-6)
+
     # the full-size models at least build (meta device) and their parts fit together
     meta = r["build"]["full_size_meta_check"]
     assert meta["shapes"]["fused"] == [2, 256, 3584] and meta["params"]["internvl"] > 7.9e9
     assert r["build"]["buffers_match_normal_build"] is True
 
-    # end to end: baseline, cold, warm measured; ratios from those figures
+    # end to end: baseline, cold, warm measured (VGGT at the library's default precision); ratios from those figures
     e = r["e2e"]
+    assert e["workload"]["vggt_weights"] == "fp32" and r["build"]["vggt_weights"].startswith("fp32")
+    assert e["notes"] == []  # every batch decoded whole
     assert e["workload"]["questions"] == r["sizes"]["scenes"] * r["sizes"]["questions_per_scene"]
     assert e["baseline"]["questions_measured"] == r["sizes"]["baseline_questions"]
     for which in ("baseline", "cold", "warm"):
@@ -111,6 +126,47 @@ def test_gpu_script_tiny_exercises_every_section(tmp_path):
     prof = r["profile"]
     assert prof["vggt"]["top_ops"] and prof["decode"]["top_ops"]
     assert Path(prof["table_file"]).is_file()
+
+
+def test_gpu_bench_answers_scenes_through_the_library_routine():
+    """The e2e passes answer a scene with models.answering.answer_questions: a failed batch is
+    answered one question at a time (noted), a question that fails alone fails the pass."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.gpu.context import TINY, Ctx
+    from bench.gpu.e2e import answer_scene
+
+    class Model:  # the SpaceMind surface answer_scene and answer_questions use
+        device = torch.device("cpu")
+        internvl = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=64)))
+
+        def fuse(self, enc):
+            return enc
+
+        def prefill(self, fused):
+            return SimpleNamespace(length=10)
+
+        def suffix_ids(self, prompt):
+            return [0] * len(prompt)
+
+        def generate(self, prefix, prompts, *, max_new_tokens):
+            if len(prompts) > 1 and "bad" in prompts:
+                raise RuntimeError("CUDA out of memory")
+            return [p.upper() for p in prompts]
+
+    sizes = replace(TINY, batch_size=2, max_new_tokens=4)
+    ctx = Ctx(SimpleNamespace(time_budget=60, tiny=True), sizes, torch.device("cpu"), torch.bfloat16)
+    ctx.sm = Model()
+    notes, row = [], {}
+    _, texts = answer_scene(ctx, None, 3, ["a", "b", "bad", "c", "d"], row, notes)
+    assert texts == ["A", "B", "BAD", "C", "D"]
+    assert notes == ["scene 3: 2 questions answered one by one after their batch failed"]
+    assert {"fuse_s", "prefill_s", "generate_s"} <= set(row)
+    with pytest.raises(RuntimeError, match="question 1 of scene 3: its prompt is 60 tokens"):
+        answer_scene(ctx, None, 3, ["a", "x" * 60], {}, [])
 
 
 @pytest.mark.ray
