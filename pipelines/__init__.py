@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from spacemind_cli.errors import InputError
 from spacemind_cli.jobs.settings import RunOptions
 
 from .executor import Executor, make_executor, open_job
@@ -56,7 +57,9 @@ def train(scenes_root: str | Path, options: RunOptions | None = None, *, questio
     from spacemind_cli.training.config import TrainConfig
 
     opts = _options(options, option_fields)
-    with open_job(opts, verify_cached=True) as (executor, settings):
+    if opts.executor == "local" and num_workers not in (None, 1):
+        raise InputError("--num-workers needs --executor ray (the local executor trains in this one process)")
+    with open_job(opts, verify_cached=True, worker_logs=False) as (executor, settings):
         if opts.executor == "local":
             from .local import fit
         else:

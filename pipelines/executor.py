@@ -34,7 +34,9 @@ class Executor(Protocol):
         """Release workers (and an embedded Ray)."""
 
 
-def make_executor(options: RunOptions) -> Executor:
+def make_executor(options: RunOptions, *, worker_logs: bool = True) -> Executor:
+    """`worker_logs=False`: workers' console output stays in Ray's log files (Ray Train's workers
+    and controller print a line per report; failures still reach the driver as errors)."""
     if options.executor == "local":
         from .local import LocalExecutor
 
@@ -42,16 +44,17 @@ def make_executor(options: RunOptions) -> Executor:
     from .ray import RayExecutor
 
     return RayExecutor(address=options.ray_address, num_gpus=options.num_gpus, actors=options.actors,
-                       items_per_call=options.items_per_call)
+                       items_per_call=options.items_per_call, log_to_driver=worker_logs)
 
 
 @contextlib.contextmanager
-def open_job(options: RunOptions, *, verify_cached: bool = False) -> Iterator[tuple[Executor, JobSettings]]:
+def open_job(options: RunOptions, *, verify_cached: bool = False,
+             worker_logs: bool = True) -> Iterator[tuple[Executor, JobSettings]]:
     """(executor, settings) for one job; the executor (and an embedded Ray) is closed after.
 
     The executor comes first: whether the workers have GPUs decides the dtype ("auto"), which is
     part of every cache key, so the driver settles it once for all workers."""
-    executor = make_executor(options)
+    executor = make_executor(options, worker_logs=worker_logs)
     try:
         yield executor, make_settings(options, use_gpu=executor.uses_gpu(), verify_cached=verify_cached)
     finally:

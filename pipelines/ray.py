@@ -79,9 +79,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_gpus: int | None = None, actors: int | None = None,
-                 items_per_call: int = 1):
+                 items_per_call: int = 1, log_to_driver: bool = True):
         self.items_per_call = max(1, items_per_call)  # work items per model-actor call
-        self.started = ray_runtime.connect(address)
+        self.started = ray_runtime.connect(address, log_to_driver=log_to_driver)
         self.address = address
         self.gpus_in_cluster = ray_runtime.cluster_gpus()
         if num_gpus is not None and num_gpus > self.gpus_in_cluster:

@@ -10,7 +10,7 @@ from spacemind_cli.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def connect(address: str | None = None) -> bool:
+def connect(address: str | None = None, log_to_driver: bool = True) -> bool:
     """Initialise Ray; returns True when this call started an embedded instance.
 
     `address=None` always starts a fresh embedded instance (`address="local"`), even when
@@ -23,7 +23,7 @@ def connect(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     _quiet_ray_loggers()
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
+    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=log_to_driver)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
         if address:

@@ -77,7 +77,7 @@ def _worker(config: dict) -> None:
 
 def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> dict:
     """Run the training loop on `num_workers` Ray Train workers (Ray must be initialised)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     training_dir = Path(spec.output).resolve() / "training"
@@ -91,6 +91,9 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
             storage_path=str(training_dir / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=MAX_FAILURES),
+            # Ray Train's INFO lines (each report, each checkpoint) would bury our progress bar;
+            # its log files keep them
+            logging_config=LoggingConfig(log_level="ERROR"),
         ),
     )
     stop = threading.Event()

@@ -116,10 +116,12 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, plan.total_steps))
     state_dir = spec.training_dir / "state"
     start = _resume(runtime, state_dir, model, optimizer, scheduler, device)
+    log_path = spec.training_dir / "log.jsonl"
+    if runtime.rank == 0:
+        _truncate_log(log_path, start)
     wrapped = runtime.prepare(model)
     cache = _cache(s)
     autocast = compute_dtype(device, s.dtype)
-    log_path = spec.training_dir / "log.jsonl"
 
     frames: dict[str, int] = {}  # frames per scene, for the token count
 
@@ -165,18 +167,17 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                 "grad_norm": grad_norm, "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
                 "tokens": int(total_tokens), "tokens_per_s": total_tokens / dt if dt > 0 else None, "step_s": dt}
         done = step + 1
-        checkpoint = None
-        if done % cfg.save_every == 0 or done == plan.total_steps:
-            if runtime.rank == 0:
-                checkpoint = save_state(state_dir, done, model.trainable_state(), optimizer.state_dict(),
-                                        {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
-                                         "config": cfg.to_dict()})
         if runtime.rank == 0:
             if spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps):
                 last["eval"] = evaluate(sm, read_table(spec.eval_questions), encoded, s)
-            _append_log(log_path, last)
+            _append_log(log_path, last)  # before the state: a resume drops lines past its step
             if progress:
                 progress({**last, "phase": "train"})
+        checkpoint = None
+        if (done % cfg.save_every == 0 or done == plan.total_steps) and runtime.rank == 0:
+            checkpoint = save_state(state_dir, done, model.trainable_state(), optimizer.state_dict(),
+                                    {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
+                                     "config": cfg.to_dict()})
         runtime.report(last, checkpoint)
 
     if runtime.rank == 0:
@@ -217,6 +218,24 @@ def _autocast(device: str, dtype: torch.dtype):
     if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def _truncate_log(path: Path, steps_done: int) -> None:
+    """Keep the log lines of the steps the resumed state holds (a killed run may have logged more)."""
+    if not path.is_file():
+        return
+    from ..files import atomic_write_text
+
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= steps_done:
+                keep.append(line)
+        except ValueError:
+            pass  # a line torn by the kill
+    if len(keep) != len(lines):
+        atomic_write_text(path, lambda fh: fh.write("".join(line + "\n" for line in keep)))
 
 
 def _append_log(path: Path, record: dict) -> None:

@@ -11,6 +11,7 @@ there, so that a test can signal it at a known point instead of after a sleep.
     PAUSE_AT=shard-before    python crash_at.py answer ...   # answers of an item in hand, shard not yet written
     PAUSE_AT=shard-after     python crash_at.py answer ...   # a shard just renamed into place
     PAUSE_AT=cache-after     python crash_at.py extract ...  # a cache entry just published
+    PAUSE_AT=train-saved     python crash_at.py train ...    # a training state just saved
 
 `PAUSE_AFTER=N` pauses at the N-th such point (N >= 1; for shard-before, N-1 shards are written).
 Pausing creates the file `PAUSE_MARKER`, then sleeps until a signal ends the process.
@@ -70,6 +71,18 @@ def install_pause(point: str, nth: int) -> None:
             return path
 
         FeatureCache.put = put
+    elif point == "train-saved":
+        from spacemind_cli.training import loop
+
+        real_save = loop.save_state
+
+        def save(*args, **kwargs):
+            path = real_save(*args, **kwargs)
+            if reached():
+                _pause()
+            return path
+
+        loop.save_state = save
     else:
         raise SystemExit(f"unknown PAUSE_AT={point!r}")
 

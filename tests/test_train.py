@@ -1,0 +1,199 @@
+"""`spacemind train` end to end on the tiny checkpoint and the bundled synthetic rooms.
+
+The training set: 5 scenes (the 4 example videos and room_0000's frame folder as a fifth scene),
+6 VSI-style questions each, plus the room-size question, whose text is the same in every scene and
+whose answer only the frames tell."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+CRASH_AT = REPO / "tests" / "reliability" / "crash_at.py"
+FAST = ["--lr", "1e-3", "--batch-size", "8", "--num-frames", "4", "--threads", "1"]
+
+
+def spacemind(*args, timeout=900, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spacemind_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    root = base / "scenes"
+    (root / "synthetic").mkdir(parents=True)
+    for video in (EXAMPLES / "videos" / "synthetic").glob("*.mp4"):
+        shutil.copy(video, root / "synthetic" / video.name)
+    shutil.copytree(EXAMPLES / "frames" / "synthetic" / "room_0000", root / "synthetic" / "room_0004")
+    examples = rows(EXAMPLES / "questions.jsonl")
+    out = []
+    for room in ["room_0000", "room_0001", "room_0002", "room_0003", "room_0004"]:
+        source = "room_0000" if room == "room_0004" else room
+        mine = [r for r in examples if r["scene_name"] == source]
+        size = next(r for r in mine if r["question_type"] == "room_size_estimation")
+        picked = [r for r in mine if r is not size][:6] + [size]
+        out += [{**r, "scene_name": room} for r in picked]
+    out = [{**r, "id": i} for i, r in enumerate(out)]
+    train = base / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return {"root": root, "train": train, "rows": out, "base": base}
+
+
+def exact_rate(answers: Path, dataset) -> tuple[float, float]:
+    """(share of all answers equal to the training target, share of the same-text questions)."""
+    from spacemind_cli.training import read_training_file
+
+    target = {ex.id: ex.target for ex in read_training_file(dataset["train"]).examples}
+    got = {str(r["id"]): r["prediction"] for r in rows(answers)}
+    same = [r for r in dataset["rows"] if r["question_type"] == "room_size_estimation"]
+    all_ok = sum(got.get(k) == v for k, v in target.items()) / len(target)
+    same_ok = sum(got.get(str(r["id"])) == target[str(r["id"])] for r in same) / len(same)
+    return all_ok, same_ok
+
+
+def test_a_trained_tiny_model_reproduces_its_training_answers(dataset, tiny_ckpt, tmp_path):
+    """The acceptance run: --lr 1e-3 --epochs 60 --batch-size 8 --num-frames 4 --executor local."""
+    new = tmp_path / "trained"
+    res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
+                    "--output", new, "--epochs", "60", "--executor", "local", *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = rows(new / "training" / "log.jsonl")
+    assert log[-1]["step"] == log[-1]["total"] == 60 * 5  # 35 questions, batches of 8
+    assert log[-1]["loss"] < log[0]["loss"] / 4
+    assert (new / "training" / "loss.png").stat().st_size > 1000
+
+    trained, untrained = tmp_path / "trained.jsonl", tmp_path / "untrained.jsonl"
+    for ckpt, out in ((new, trained), (tiny_ckpt, untrained)):
+        res = spacemind("answer", dataset["root"], "--questions", dataset["train"], "--checkpoint", ckpt,
+                        "--output", out, "--executor", "local", "--num-frames", "4")
+        assert res.returncode == 0, res.stderr[-3000:]
+    all_ok, same_ok = exact_rate(trained, dataset)
+    base_all, base_same = exact_rate(untrained, dataset)
+    print(f"exact answers: trained {all_ok:.0%} (same-text {same_ok:.0%}), untrained {base_all:.0%} ({base_same:.0%})")
+    assert all_ok >= 0.9 and same_ok >= 0.8
+    assert base_all <= 0.3
+
+
+def _train_args(dataset, ckpt, out, *extra):
+    return ["train", dataset["root"], "--questions", dataset["train"], "--checkpoint", ckpt, "--output", out,
+            "--executor", "local", "--epochs", "60", "--max-steps", "8", "--save-every", "2", *FAST, *extra]
+
+
+def trained_tensors(ckpt: Path) -> dict:
+    return {**{f"fusion.{k}": v for k, v in load_file(str(ckpt / "fusion.safetensors")).items()},
+            **{f"lora.{k}": v for k, v in load_file(str(ckpt / "lora" / "adapter_model.safetensors")).items()}}
+
+
+def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(dataset, tiny_ckpt, tmp_path):
+    import torch
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    res = spacemind(*_train_args(dataset, tiny_ckpt, straight))
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    marker = tmp_path / "paused"
+    env = {**__import__("os").environ, "PAUSE_AT": "train-saved", "PAUSE_AFTER": "2", "PAUSE_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, str(CRASH_AT), *map(str, _train_args(dataset, tiny_ckpt, resumed))],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (resumed / "config.json").exists()  # not a checkpoint until training has finished
+
+    res = spacemind(*_train_args(dataset, tiny_ckpt, resumed))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((resumed / "training" / "summary.json").read_text())
+    assert summary["resumed_from"] == 4 and summary["steps"] == 8
+    a, b = trained_tensors(straight), trained_tensors(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in rows(resumed / "training" / "log.jsonl")] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+    again = spacemind(*_train_args(dataset, tiny_ckpt, resumed))  # a finished run: nothing to do
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((resumed / "training" / "summary.json").read_text())["resumed_from"] == 8
+
+
+def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(dataset, tiny_ckpt, tmp_path):
+    out = tmp_path / "run"
+    assert spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2").returncode == 0
+    res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4")
+    assert res.returncode == 2 and "other settings" in res.stderr and "--overwrite" in res.stderr
+    res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4", "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    res = spacemind(*_train_args(dataset, tiny_ckpt, foreign))
+    assert res.returncode == 2 and "notes.txt" in res.stderr
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def _api_train(dataset, ckpt, out, **kw):
+    from pipelines import train
+    from spacemind_cli.training.config import TrainConfig
+
+    config = TrainConfig(**{"epochs": 60, "max_steps": 6, "save_every": 2, "lr": 1e-3, "batch_size": 8, **kw.pop("config", {})})
+    return train(dataset["root"], questions=dataset["train"], output=out, checkpoint=ckpt, config=config,
+                 cache=out.parent / f"{out.name}-cache", num_frames=4, cpu_threads=1, **kw)
+
+
+@pytest.mark.ray
+def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_worker(dataset, tiny_ckpt, tmp_path):
+    """DDP over two gloo workers: the loss is scaled so that the step's gradient is the same sum
+    over its questions as in one process; a worker killed mid-run is replaced and resumes from the
+    last saved state, ending with the same weights."""
+    import psutil
+    import torch
+
+    local = tmp_path / "local"
+    _api_train(dataset, tiny_ckpt, local, executor="local")
+
+    two = tmp_path / "two"
+    summary = _api_train(dataset, tiny_ckpt, two, executor="ray", num_workers=2)
+    assert summary["workers"] == 2 and summary["steps"] == 6
+    a, b = trained_tensors(local), trained_tensors(two)
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+    killed = []
+
+    def kill_a_worker(event):
+        if event.get("step") == 4 and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+                    killed.append(proc.info["pid"])
+                    break
+
+    lost = tmp_path / "lost"
+    summary = _api_train(dataset, tiny_ckpt, lost, executor="ray", num_workers=2, progress=kill_a_worker)
+    assert killed, "no Ray Train worker process was found"
+    assert summary["steps"] == 6
+    c = trained_tensors(lost)
+    for k in b:
+        assert torch.equal(b[k], c[k]), k
+
+    res = spacemind("answer", dataset["root"], "--questions", dataset["train"], "--checkpoint", two,
+                    "--output", tmp_path / "a.jsonl", "--executor", "local")
+    assert res.returncode == 0, res.stderr[-2000:]

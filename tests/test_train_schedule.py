@@ -1,0 +1,58 @@
+"""The training step plan: a pure function of (seed, epoch, step), every question once per epoch,
+steps of exactly the global batch, workers with equal numbers of packs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from spacemind_cli.training.config import TrainConfig
+from spacemind_cli.training.loop import lr_lambda
+from spacemind_cli.training.schedule import StepPlan, worker_share
+
+SCENES = {f"scene{s}": list(range(s * 100, s * 100 + n)) for s, n in enumerate([7, 18, 3, 11, 25])}  # 64 questions
+
+
+def plan(**kw) -> StepPlan:
+    return StepPlan(SCENES, **{"seed": 0, "pack_size": 8, "batch_size": 10, "epochs": 3, **kw})
+
+
+def test_every_question_once_per_epoch_in_full_batches():
+    p = plan()
+    assert p.steps_per_epoch == 7 and p.total_steps == 21
+    for epoch in range(3):
+        steps = [p.step(epoch * 7 + i) for i in range(7)]
+        sizes = [sum(len(pk.examples) for pk in s) for s in steps]
+        assert sizes == [10] * 6 + [4]
+        seen = Counter(i for s in steps for pk in s for i in pk.examples)
+        assert seen == Counter(i for v in SCENES.values() for i in v)
+        for s in steps:
+            for pk in s:
+                assert len(pk.examples) <= 8 and set(pk.examples) <= set(SCENES[pk.scene])
+
+
+def test_the_plan_is_a_pure_function_of_seed_epoch_and_step():
+    a, b = plan(), plan()
+    assert [a.step(i) for i in range(21)] == [b.step(i) for i in reversed(range(21))][::-1]
+    assert a.step(3) != plan(seed=1).step(3)
+    assert a.step(0) != a.step(7)  # epochs are shuffled differently
+    assert plan(max_steps=5).total_steps == 5
+    with pytest.raises(IndexError):
+        plan(max_steps=5).step(5)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_worker_shares_cover_the_step_with_equal_pack_counts(world):
+    packs = plan().step(2)
+    shares = [worker_share(packs, r, world) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1
+    got = sorted((pk for s in shares for pk in s if pk is not None), key=lambda p: (p.scene, p.examples))
+    assert got == sorted(packs, key=lambda p: (p.scene, p.examples))
+
+
+def test_warmup_then_cosine():
+    f = lr_lambda(TrainConfig(warmup_ratio=0.1), 100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5, abs=0.02) and f(100) == pytest.approx(0.0)
+    assert lr_lambda(TrainConfig(warmup_ratio=0.0, schedule="constant"), 10)(7) == 1.0
