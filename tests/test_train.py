@@ -197,3 +197,80 @@ def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_
     res = spacemind("answer", dataset["root"], "--questions", dataset["train"], "--checkpoint", two,
                     "--output", tmp_path / "a.jsonl", "--executor", "local")
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_llava_and_sqa3d_training_files_train_and_answer(dataset, tiny_ckpt, tmp_path):
+    """The formats users have: LLaVA-style records (video path + conversations, multi-turn) and
+    SQA3D's pair of train files, scenes by ScanNet id."""
+    root = dataset["root"]
+    llava = [{"id": f"v{i}", "video": f"synthetic/room_000{i % 4}.mp4",
+              "conversations": [{"from": "human", "value": "<video>\nHow many chair(s) are in this room?"},
+                                {"from": "gpt", "value": str(i % 3)},
+                                {"from": "human", "value": "What colour is the largest object?"},
+                                {"from": "gpt", "value": "red"}]} for i in range(4)]
+    lfile = tmp_path / "llava.json"
+    lfile.write_text(json.dumps(llava))
+    questions = {"questions": [{"scene_id": f"room_000{i}", "situation": "I am facing the sofa.",
+                                "alternative_situation": [], "question": "What is on my left?", "question_id": 100 + i}
+                               for i in range(4)]}
+    annotations = {"annotations": [{"question_id": 100 + i, "scene_id": f"room_000{i}", "answers": [{"answer": "lamp"}],
+                                    "position": {}, "rotation": {}} for i in range(4)]}
+    sqa = tmp_path / "v1_balanced_questions_train_scannetv2.json"
+    sqa.write_text(json.dumps(questions))
+    (tmp_path / "v1_balanced_sqa_annotations_train_scannetv2.json").write_text(json.dumps(annotations))
+    sqa_root = tmp_path / "scannet_root"
+    (sqa_root / "scannet").mkdir(parents=True)
+    for i in range(4):
+        shutil.copy(root / "synthetic" / f"room_000{i}.mp4", sqa_root / "scannet" / f"room_000{i}.mp4")
+    for name, data, scenes_root in (("llava", lfile, root), ("sqa3d", sqa, sqa_root)):
+        out = tmp_path / name
+        res = spacemind("train", scenes_root, "--questions", data, "--checkpoint", tiny_ckpt, "--output", out,
+                        "--executor", "local", "--max-steps", "2", *FAST)
+        assert res.returncode == 0, res.stderr[-3000:]
+        summary = json.loads((out / "training" / "summary.json").read_text())
+        assert summary["examples"] == 8 if name == "llava" else 4
+        assert summary["failed"] == 0 and summary["scenes"] == 4
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out / "training" / "examples.parquet").to_pylist()
+        if name == "sqa3d":
+            assert {r["target"] for r in table} == {"lamp"}
+            assert all(r["prompt"].startswith("I am facing the sofa.\nWhat is on my left?") for r in table)
+        else:
+            assert sorted(r["target"] for r in table)[-4:] == ["red"] * 4
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--cgmf-off", "camera_gate,importance"], {"fusion": "cgmf", "camera_gate": False, "importance": False}),
+    (["--fusion", "none", "--train", "lora"], {"fusion": "none"}),
+    (["--train", "cgmf,lora,projector"], {"fusion": "cgmf", "projector": True}),
+])
+def test_ablations_and_the_projector_train_and_load(dataset, tiny_ckpt, tmp_path, extra, expect):
+    out = tmp_path / "ckpt"
+    res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
+                    "--output", out, "--executor", "local", "--max-steps", "2", *FAST, *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["fusion"] == expect["fusion"] and config["num_frames"] == 4
+    for part in ("camera_gate", "importance"):
+        if part in expect:
+            assert config["cgmf"][part] is expect[part]
+    assert (out / "fusion.safetensors").exists() == (expect["fusion"] == "cgmf")
+    adapter = load_file(str(out / "lora" / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in adapter)
+    assert any("multi_modal_projector" in k for k in adapter) == bool(expect.get("projector"))
+    res = spacemind("answer", dataset["root"], "--questions", dataset["train"], "--checkpoint", out,
+                    "--output", tmp_path / "a.jsonl", "--executor", "local")
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_eval_questions_are_scored_during_training(dataset, tiny_ckpt, tmp_path):
+    out = tmp_path / "ckpt"
+    res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
+                    "--output", out, "--executor", "local", "--max-steps", "4", "--eval-questions", dataset["train"],
+                    "--eval-every", "2", *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    evals = [(r["step"], r["eval"]) for r in rows(out / "training" / "log.jsonl") if "eval" in r]
+    assert [s for s, _ in evals] == [2, 4]
+    for _, e in evals:
+        assert e["benchmark"] == "vsibench" and 0 <= e["overall"] <= 100 and e["questions"] == len(dataset["rows"])
