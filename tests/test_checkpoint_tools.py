@@ -366,3 +366,18 @@ def test_cli_assemble_and_inspect(ckpt, tmp_path):
     assert "CGMF fusion" in res.output and "residual_zero" in res.output
     res = runner.invoke(app, ["checkpoint", "assemble", str(out), "--base", str(ckpt / "internvl"), "--vggt", str(ckpt / "vggt")])
     assert res.exit_code == 3  # CheckpointError: the folder is not empty
+
+
+def test_lora_is_merged_by_peft_and_leaves_plain_layers(ckpt, sm, tmp_path, monkeypatch):
+    from peft.tuners.lora import LoraModel
+
+    tensors = _adapter(tmp_path / "a", sm.internvl, prefix="base_model.model.model.language_model.", r=4, alpha=8)
+    merges = []
+    real = LoraModel.merge_and_unload
+    monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **k: merges.append(1) or real(self, *a, **k))
+    model, _ = internvl.load(str(ckpt / "internvl"), device="cpu", dtype=torch.float32)
+    merge_lora(model, tmp_path / "a")
+    assert merges == [1]
+    assert not any("lora" in name for name, _ in model.named_modules())
+    assert type(model.model.language_model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    assert len(tensors) == 8

@@ -5,7 +5,7 @@ optionally rank_pattern / alpha_pattern / modules_to_save) and `adapter_model.sa
 keys `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight` (and, for
 modules_to_save or trained biases, full tensors `base_model.model.<module path>.<param>`).
 Each LoRA pair is merged as W += scale * B @ A with scale = alpha / r (alpha / sqrt(r) with
-rsLoRA), so the merged model runs at plain InternVL speed.
+rsLoRA), through PEFT's own merge, so the merged model runs at plain InternVL speed.
 
 The module path depends on what PEFT wrapped: the whole `InternVLForConditionalGeneration`
 (transformers 5.x names `model.language_model.layers...`, 4.x / original InternVL names
@@ -46,6 +46,8 @@ class LoraPair:
     a: str
     b: str
     scale: float
+    r: int = 0
+    alpha: float = 0.0
 
 
 @dataclass
@@ -225,7 +227,8 @@ def plan_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
         if a_shape[0] != r:
             raise CheckpointError(f"LoRA adapter key {parts['lora_A']}: rank {a_shape[0]} but the config says r={r}")
         scale = alpha / math.sqrt(r) if rslora else alpha / r
-        plan.pairs.append(LoraPair(module=name, key=parts["lora_A"], a=parts["lora_A"], b=parts["lora_B"], scale=scale))
+        plan.pairs.append(LoraPair(module=name, key=parts["lora_A"], a=parts["lora_A"], b=parts["lora_B"], scale=scale,
+                                   r=int(a_shape[0]), alpha=float(alpha)))
     if not plan.pairs and not plan.full:
         raise CheckpointError(f"LoRA adapter {folder}: {ADAPTER_WEIGHTS} holds no tensors")
     return plan
@@ -235,23 +238,19 @@ def plan_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
 def merge_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
     """Merge the adapter at `adapter_dir` into `model` (an InternVLForConditionalGeneration) in place.
 
-    All keys are resolved and checked before any weight changes. W += scale * (B @ A), computed in
-    float32 and added in the weight's dtype; modules_to_save tensors replace the model's.
+    Every key is resolved and checked first (`plan_lora`: any spelling above, shapes, ranks, the
+    vision tower refused), before any weight changes. The merge itself is PEFT's: the resolved
+    LoRA pairs are loaded into a LoRA model PEFT builds over exactly those modules, and
+    `merge_and_unload` adds scale * (B @ A) to each weight (the delta in the adapter's fp32,
+    added in the weight's dtype). modules_to_save tensors replace the model's.
     """
     from safetensors import safe_open
 
     plan = plan_lora(model, adapter_dir)
-    modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     with safe_open(str(adapter_weights_file(adapter_dir)), framework="pt", device="cpu") as f:
-        for pair in plan.pairs:
-            weight = modules[pair.module].weight
-            a = f.get_tensor(pair.a).to(device=weight.device, dtype=torch.float32)
-            b = f.get_tensor(pair.b).to(device=weight.device, dtype=torch.float32)
-            delta = (b @ a) * pair.scale
-            if plan.config.get("fan_in_fan_out"):
-                delta = delta.T
-            weight.add_(delta.to(weight.dtype))
+        if plan.pairs:
+            _merge_with_peft(model, plan, f)
         for name, key in plan.full.items():
             p = params[name]
             p.copy_(f.get_tensor(key).to(device=p.device, dtype=p.dtype))
@@ -259,3 +258,37 @@ def merge_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
     rs = " (rsLoRA)" if plan.config.get("use_rslora") else ""
     log.info("LoRA %s: merged %d modules%s%s", Path(adapter_dir), plan.num_modules, rs, extra)
     return plan
+
+
+def _merge_with_peft(model: nn.Module, plan: LoraPlan, tensors) -> None:
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from peft.utils import set_peft_model_state_dict
+
+    # Exact module names as targets, and each module's own rank and alpha (rank_pattern /
+    # alpha_pattern keys are regexes matched at the end of a module name: escape them).
+    config = LoraConfig(
+        r=int(plan.config["r"]),
+        lora_alpha=float(plan.config["lora_alpha"]),
+        target_modules=[p.module for p in plan.pairs],
+        rank_pattern={re.escape(p.module): p.r for p in plan.pairs},
+        alpha_pattern={re.escape(p.module): p.alpha for p in plan.pairs},
+        use_rslora=bool(plan.config.get("use_rslora", False)),
+        fan_in_fan_out=bool(plan.config.get("fan_in_fan_out", False)),
+        lora_dropout=0.0,
+        bias="none",
+        init_lora_weights=False,
+    )
+    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
+    state = {}
+    for p in plan.pairs:
+        state[f"base_model.model.{p.module}.lora_A.weight"] = tensors.get_tensor(p.a)
+        state[f"base_model.model.{p.module}.lora_B.weight"] = tensors.get_tensor(p.b)
+    result = set_peft_model_state_dict(peft_model, state)
+    unexpected = list(getattr(result, "unexpected_keys", None) or ())
+    if unexpected:
+        raise CheckpointError(f"LoRA adapter {plan.path}: PEFT did not place {len(unexpected)} tensors ({unexpected[0]})")
+    peft_model.merge_and_unload()  # merges into `model`'s own layers and removes the LoRA ones
