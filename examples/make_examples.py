@@ -548,6 +548,8 @@ class QuestionMaker:
                 break
         # a route that doubles back at every waypoint is legal but silly: avoid it when possible
         cands = [c for c in cands if c[1].count("Back") < max(1, n_turns)] or cands
+        if not cands:
+            return []  # a layout with no legal route (random rooms only; the bundled ones all have one)
         names, ans = cands[int(self.rng.integers(len(cands)))]
         if n_turns == 2:
             a, b, c, d = names
@@ -570,7 +572,7 @@ class QuestionMaker:
             if best is None or gap > best[0]:
                 best = (gap, combo)
         if best is None or best[0] < 3:
-            raise RuntimeError(f"{self.spec['name']}: no 4 categories with distinct first frames")
+            return []  # random rooms only: the bundled ones all have 4 categories to order
         combo = list(best[1])
         order = sorted(combo, key=lambda c: self.first_frame[c])
         asked = [combo[i] for i in self.rng.permutation(4)]
@@ -581,7 +583,7 @@ class QuestionMaker:
         opts, gt = self.mc(", ".join(order), wrong, 4)
         return [self.row("obj_appearance_order", T_APPEAR.format(choices=", ".join(asked)), opts, gt)]
 
-    def all(self):
+    def all(self, strict: bool = True):
         used: set = set()
         rows = (self.counting() + self.abs_distance() + self.size() + self.room_size()
                 + self.rel_distance() + self.rel_direction("easy", 2, used)
@@ -589,7 +591,7 @@ class QuestionMaker:
                 + self.route() + self.appearance())
         got = {r["question_type"] for r in rows}
         missing = set(QUESTION_TYPES) - got
-        if missing:
+        if missing and strict:
             raise RuntimeError(f"{self.spec['name']}: could not ask {sorted(missing)}")
         return rows
 
@@ -664,12 +666,43 @@ def dump_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def generate(out: Path, media: bool = True, quiet: bool = False, rewrite_videos: bool = False) -> dict:
+def random_scenes(count: int, seed: int, first_index: int = 1000) -> list[dict]:
+    """`count` more rooms in the bundled scenes' style, each a pure function of (seed, index): room
+    size, image orientation, 5-8 objects of the known classes, camera circle. For benchmarks that
+    need many scenes (e.g. training on some rooms and evaluating on unseen ones)."""
+    specs = []
+    for k in range(count):
+        index = first_index + k
+        rng = np.random.default_rng([seed, index])
+        room = (round(float(rng.uniform(4.0, 7.5)), 1), round(float(rng.uniform(3.5, 5.5)), 1),
+                round(float(rng.uniform(2.5, 2.9)), 1))
+        objects = sorted(str(c) for c in rng.choice(sorted(CLASSES), size=int(rng.integers(5, 9)), replace=True))
+        spec = {"name": f"room_{index:04d}", "room": room, "image": (320, 240) if rng.random() < 0.75 else (240, 320),
+                "objects": objects, "cam_radius": round(float(rng.uniform(0.45, 0.8)), 2),
+                "start_deg": round(float(rng.uniform(0, 360)), 1)}
+        attempt = 0
+        while True:  # another layout seed, and every 8 tries one object fewer, until the room fits them
+            spec["seed"] = int(rng.integers(1, 10**6))
+            try:
+                place_objects(spec)
+                break
+            except RuntimeError as exc:
+                attempt += 1
+                if attempt % 8 == 0:  # this room cannot hold that piece: leave one of them out
+                    if len(spec["objects"]) <= 3:
+                        raise
+                    spec["objects"].remove(str(exc).rsplit(" ", 1)[-1])
+        specs.append(spec)
+    return specs
+
+
+def generate(out: Path, media: bool = True, quiet: bool = False, rewrite_videos: bool = False,
+             scenes: list[dict] | None = None) -> dict:
     t0 = time.time()
     codec = pick_codec() if media else None
     scenes_out = []
     rows = []
-    for si, spec in enumerate(SCENES):
+    for si, spec in enumerate(SCENES if scenes is None else scenes):
         objects = place_objects(spec)
         K, poses = camera_path(spec)
         renderer = Renderer(spec, objects, K)
@@ -698,7 +731,7 @@ def generate(out: Path, media: bool = True, quiet: bool = False, rewrite_videos:
             write_video(out / "videos" / DATASET / f"{spec['name']}.mp4", frames, codec,
                         keep_same=not rewrite_videos)
         qm = QuestionMaker(spec, objects, first_by_class, np.random.default_rng(1000 + si))
-        for r in qm.all():
+        for r in qm.all(strict=scenes is None):
             rows.append({"id": len(rows), "dataset": DATASET, "scene_name": spec["name"], **r})
         L, W, H = spec["room"]
         scenes_out.append({
@@ -753,9 +786,13 @@ def main(argv=None) -> int:
     p.add_argument("--rewrite-videos", action="store_true",
                    help="always re-encode the mp4s (by default an existing mp4 whose decoded frames "
                         "match the new encode within ~2 grey levels is kept, so the bytes do not churn)")
+    p.add_argument("--random-rooms", type=int, default=0, metavar="N",
+                   help="render N procedurally generated rooms (room_1000, ...) instead of the bundled four")
+    p.add_argument("--seed", type=int, default=0, help="layout seed of --random-rooms")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
-    generate(args.out, media=not args.no_media, quiet=args.quiet, rewrite_videos=args.rewrite_videos)
+    scenes = random_scenes(args.random_rooms, args.seed) if args.random_rooms else None
+    generate(args.out, media=not args.no_media, quiet=args.quiet, rewrite_videos=args.rewrite_videos, scenes=scenes)
     return 0
 
 

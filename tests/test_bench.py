@@ -241,3 +241,14 @@ def test_committed_results_and_docs_hold_no_machine_paths():
     offenders = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in files if p.is_file() and p.suffix in (".json", ".md", ".py")
                  for m in [machine_path.search(p.read_text(errors="replace"))] if m]
     assert not offenders, offenders
+
+
+def test_generalization_bench_trains_on_some_rooms_and_scores_unseen_ones(tmp_path):
+    out = tmp_path / "generalization.json"
+    _run(["bench.generalization", "--quick", "--out", str(out)], tmp_path, timeout=600)
+    r = json.loads(out.read_text())
+    assert r["train_rooms"] == 4 and r["held_out_rooms"] == 2
+    assert set(r["scores"]) >= {"trained", "untrained", "blind_numeric_mean"}
+    assert all(0 <= v <= 100 for s in r["scores"].values() for v in s.values() if v is not None)
+    assert r["last_loss"] < r["first_loss"]
+    assert "unseen rooms" in out.with_suffix(".md").read_text()
