@@ -1,22 +1,20 @@
 """The in-process executor: the same stages as the Ray executor, without Ray.
 
-Scenes are read (decoded and preprocessed) ahead on a small thread pool while the model works on
-the current one, so the model does not wait for the decoder.
+Scenes are read (decoded and preprocessed, CPU-bound work that releases the GIL) ahead on a pool
+of threads sized to the machine while the model works, so the model does not wait for the
+decoder; cache writes run behind the model too (`jobs/stages/features.py`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from spacemind_cli.jobs.records import ItemResult, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
-from spacemind_cli.jobs.stages import ModelStage, load_item
+from spacemind_cli.jobs.stages import ModelStage, load_ahead, reader_threads
 
 log = logging.getLogger(__name__)
-
-READ_AHEAD = 1  # scenes being read while the model works
 
 
 class LocalExecutor:
@@ -49,13 +47,8 @@ class LocalExecutor:
         if not items:
             return {"executor": self.name}
         model = self.stage(stage, settings)
-        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="spacemind-load") as pool:
-            pending = [pool.submit(load_item, item, settings) for item in items[:READ_AHEAD]]
-            for i in range(len(items)):
-                loaded = pending.pop(0).result()
-                if i + READ_AHEAD < len(items):
-                    pending.append(pool.submit(load_item, items[i + READ_AHEAD], settings))
-                on_result(model.process(loaded))
+        for result in model.process_stream(load_ahead(items, settings, reader_threads())):
+            on_result(result)
         return {"executor": self.name}
 
     def close(self) -> None:

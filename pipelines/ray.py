@@ -1,26 +1,40 @@
-"""The Ray Data executor: work items -> CPU load tasks -> a pool of model actors -> the driver.
+"""The Ray executor: the library's stages on Ray actors, with Ray's fault handling.
 
-    from_items(items) ─ map_batches(load, CPU tasks) ─ map_batches(ModelStageActor, ActorPool,
-    num_gpus=1 each) ─ iter_rows() on the driver, which hands each result to the job as it arrives.
+Two routes, one executor:
 
-Both stages are the library's (`spacemind_cli.jobs.stages`), exactly what the local executor runs
-in-process. The model is loaded once per actor from the checkpoint path (weights never travel
-through the object store); rows carry paths, questions and uint8 frames (`jobs.records`).
+* **One node** (an embedded Ray, or a one-machine cluster): one model actor per GPU (or per CPU
+  share), each reading its own scenes ahead on a thread pool and running the model stage, exactly
+  what the local executor does in one process. The driver hands each actor its items as a
+  streaming call and receives results as they finish. Nothing heavy crosses the object store:
+  items are paths and prompts, results are answers.
+* **A cluster**: a Ray Data pipeline, so that scenes are decoded wherever there are CPUs and the
+  model actors anywhere there are GPUs:
+
+      from_items(items) ─ map_batches(load, CPU tasks) ─ map_batches(ModelStageActor, ActorPool,
+      num_gpus=1 each) ─ iter_rows() on the driver, which hands each result to the job.
+
+Both routes: the model loaded once per actor from the checkpoint path (weights never travel
+through the object store); an actor that dies (OOM killer, a kill, a lost node) is restarted and
+its unfinished items are done again, up to ACTOR_RESTARTS times, after which the job stops with
+a resource error (exit 5); a rerun resumes from what was written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from spacemind_cli.errors import ResourceError, SpacemindError
 from spacemind_cli.jobs.records import ItemResult, LoadedItem, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
-from spacemind_cli.jobs.stages import ModelStage, load_item
+from spacemind_cli.jobs.stages import ModelStage, load_ahead, load_item
 
 from . import ray_runtime
 
@@ -32,6 +46,168 @@ CPU_ACTOR_CPUS = 0.5  # the least a CPU model actor reserves
 LOAD_RESERVE_CPUS = 1.0  # left to the load tasks when CPU model actors size their share
 GPU_ACTOR_CPUS = 1.0
 ACTOR_RESTARTS = 3  # Ray's default is to restart forever; a scene that kills actors must end
+
+
+def cpu_actor_share(total_cpus: float, largest_node_cpus: float, actors: int) -> float:
+    """CPUs each CPU model actor reserves: an equal share of the cluster's CPUs after the load
+    tasks' reserve, in whole CPUs, no more than one node can give, at least CPU_ACTOR_CPUS."""
+    share = min((total_cpus - LOAD_RESERVE_CPUS) // max(1, actors), largest_node_cpus - LOAD_RESERVE_CPUS)
+    return max(CPU_ACTOR_CPUS, float(int(share)))
+
+
+def _failure(exc: BaseException) -> ResourceError:
+    # Workers that die past their restarts were lost to the machine (OOM killer, node down, kill),
+    # not to bad input: a resource error (exit 5), not a usage error (exit 2).
+    msg = " ".join(str(exc).split())
+    return ResourceError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume")
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_gpus: int | None = None, actors: int | None = None,
+                 items_per_call: int = 1, log_to_driver: bool = True):
+        self.items_per_call = max(1, items_per_call)  # work items per model-actor call (Ray Data route)
+        self.started = ray_runtime.connect(address, log_to_driver=log_to_driver)
+        self.address = address
+        self.gpus_in_cluster = ray_runtime.cluster_gpus()
+        if num_gpus is not None and num_gpus > self.gpus_in_cluster:
+            raise SpacemindError(f"--num-gpus {num_gpus} asked for, but the Ray cluster has {self.gpus_in_cluster} GPU(s)")
+        self.use_gpu = self.gpus_in_cluster > 0 and num_gpus != 0
+        self.pool_size = (num_gpus or self.gpus_in_cluster) if self.use_gpu else (actors or 1)
+        # One node: start the model actors now, so that their start-up (a process, torch and
+        # transformers imported) runs while the driver settles the job and plans it.
+        self.node = NodeRoute(self.pool_size, self.use_gpu) if ray_runtime.alive_nodes() == 1 else None
+
+    def uses_gpu(self) -> bool:
+        return self.use_gpu
+
+    def run(self, items: Sequence[WorkItem], stage: type[ModelStage], settings: JobSettings,
+            on_result: Callable[[ItemResult], None]) -> dict:
+        items = list(items)
+        actors = min(self.pool_size, max(1, len(items)))
+        if self.node is not None:
+            self.node.run(items, stage, settings, on_result)
+        else:
+            _run_dataset(items, stage, settings, on_result, actors=actors, use_gpu=self.use_gpu,
+                         items_per_call=self.items_per_call)
+        return {"executor": self.name, "route": "node" if self.node else "dataset", "actors": actors,
+                "gpus": self.use_gpu}
+
+    def close(self) -> None:
+        if self.node is not None:
+            self.node.close()
+        if self.started:
+            ray_runtime.shutdown()
+
+
+# ---------------------------------------------------------------------------------- one node
+
+
+class ModelStageWorker:
+    """A model stage and its scene readers in one actor: a node's share of the job."""
+
+    def __init__(self):
+        import ray
+
+        from spacemind_cli.jobs import stages  # noqa: F401  (torch, transformers: the slow imports)
+
+        self.node = ray.get_runtime_context().get_node_id()
+        self.key = None
+
+    def setup(self, stage: type[ModelStage], settings: JobSettings, readers: int) -> None:
+        """Load the model for a job (again only when the job's stage or settings differ)."""
+        if self.key != (stage, settings):
+            self.key = None
+            self.stage = stage(settings)
+            self.stage.actor.node = self.node
+            self.settings, self.readers, self.key = settings, readers, (stage, settings)
+
+    def run(self, item_rows: list[dict]) -> Iterator[dict]:
+        """Results of the given items, each yielded as soon as it is done (a streaming call)."""
+        items = [WorkItem.from_row(row) for row in item_rows]
+        for result in self.stage.process_stream(load_ahead(items, self.settings, self.readers)):
+            yield result.to_row()
+
+
+class NodeRoute:
+    """The model actors of one node, started with the executor and used by every job it runs."""
+
+    def __init__(self, actors: int, use_gpu: bool):
+        import ray
+
+        total, _ = ray_runtime.cluster_cpus()
+        self.use_gpu = use_gpu
+        self.share = max(1, int((total - (1 if use_gpu else 0)) // actors))  # next to GPUs the driver keeps one CPU
+        remote = ray.remote(ModelStageWorker).options(
+            num_cpus=self.share, num_gpus=1 if use_gpu else 0,
+            max_restarts=ACTOR_RESTARTS, max_task_retries=0,  # unfinished items are resent by the driver
+        )
+        self.workers = [remote.remote() for _ in range(actors)]
+
+    def run(self, items: list[WorkItem], stage, settings: JobSettings, on_result) -> None:
+        import ray
+
+        if not self.use_gpu and settings.cpu_threads is None:
+            settings = dataclasses.replace(settings, cpu_threads=self.share)
+        readers = max(1, self.share - 1)
+        workers = self.workers[: max(1, min(len(self.workers), len(items)))]
+        shares = [items[w :: len(workers)] for w in range(len(workers))]
+        results: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def drive(w: int) -> None:
+            """Stream worker w's items; when the actor dies, resend what it had not finished to
+            the restarted actor, up to ACTOR_RESTARTS times."""
+            left = {it.item_id: it for it in shares[w]}
+            failures = 0
+            while left and not stop.is_set():
+                try:
+                    workers[w].setup.remote(stage, settings, readers)  # a restarted actor needs it again
+                    call = workers[w].run.options(num_returns="streaming").remote([it.to_row() for it in left.values()])
+                    for ref in call:
+                        result = ItemResult.from_row(ray.get(ref))
+                        left.pop(result.item_id, None)
+                        results.put(result)
+                        if stop.is_set():
+                            return
+                except ray.exceptions.ActorUnavailableError:
+                    time.sleep(0.1)  # being restarted: the same death, not another one
+                    continue
+                except Exception as exc:  # the actor died (or could not restart)
+                    failures += 1
+                    if failures > ACTOR_RESTARTS:
+                        results.put(_failure(exc))
+                        return
+                    log.warning("a model actor died (%s); resending its %d unfinished item(s)",
+                                type(exc).__name__, len(left))
+            results.put(None)
+
+        threads = [threading.Thread(target=drive, args=(w,), daemon=True, name=f"spacemind-ray-{w}")
+                   for w in range(len(workers))]
+        for t in threads:
+            t.start()
+        try:
+            finished = 0
+            while finished < len(workers):
+                got = results.get()
+                if got is None:
+                    finished += 1
+                elif isinstance(got, Exception):
+                    raise got
+                else:
+                    on_result(got)
+        finally:
+            stop.set()
+
+    def close(self) -> None:
+        import ray
+
+        for worker in self.workers:  # a cluster outlives the job; its actors must not
+            ray.kill(worker)
+
+
+# ---------------------------------------------------------------------------------- a cluster
 
 
 def rows_to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -56,89 +232,63 @@ def load_batch(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str,
 
 
 class ModelStageActor:
-    """A model stage as a Ray Data actor: rows in, results out."""
+    """A model stage as a Ray Data actor: rows in, results out. Its stage and settings are class
+    attributes of a subclass made per job (`bound`), so that Ray holds no constructor arguments
+    in its object store (which it warns about for restartable actors)."""
 
-    def __init__(self, stage: type[ModelStage], settings: JobSettings):
+    STAGE: type[ModelStage] | None = None
+    SETTINGS: JobSettings | None = None
+
+    def __init__(self):
         import ray
 
-        self.stage = stage(settings)
+        self.stage = self.STAGE(self.SETTINGS)
         self.stage.actor.node = ray.get_runtime_context().get_node_id()
 
+    @classmethod
+    def bound(cls, stage: type[ModelStage], settings: JobSettings) -> type[ModelStageActor]:
+        return type(cls.__name__, (cls,), {"STAGE": stage, "SETTINGS": settings})
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return rows_to_batch([self.stage.process(LoadedItem.from_row(row)).to_row() for row in batch_to_rows(batch)])
+        loaded = (LoadedItem.from_row(row) for row in batch_to_rows(batch))
+        return rows_to_batch([result.to_row() for result in self.stage.process_stream(loaded)])
 
 
-def cpu_actor_share(total_cpus: float, largest_node_cpus: float, actors: int) -> float:
-    """CPUs each CPU model actor reserves: an equal share of the cluster's CPUs after the load
-    tasks' reserve, in whole CPUs, no more than one node can give, at least CPU_ACTOR_CPUS."""
-    share = min((total_cpus - LOAD_RESERVE_CPUS) // max(1, actors), largest_node_cpus - LOAD_RESERVE_CPUS)
-    return max(CPU_ACTOR_CPUS, float(int(share)))
+def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result, *, actors: int, use_gpu: bool,
+                 items_per_call: int) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
 
-
-class RayExecutor:
-    name = "ray"
-
-    def __init__(self, address: str | None = None, num_gpus: int | None = None, actors: int | None = None,
-                 items_per_call: int = 1, log_to_driver: bool = True):
-        self.items_per_call = max(1, items_per_call)  # work items per model-actor call
-        self.started = ray_runtime.connect(address, log_to_driver=log_to_driver)
-        self.address = address
-        self.gpus_in_cluster = ray_runtime.cluster_gpus()
-        if num_gpus is not None and num_gpus > self.gpus_in_cluster:
-            raise SpacemindError(f"--num-gpus {num_gpus} asked for, but the Ray cluster has {self.gpus_in_cluster} GPU(s)")
-        self.use_gpu = self.gpus_in_cluster > 0 and num_gpus != 0
-        self.pool_size = (num_gpus or self.gpus_in_cluster) if self.use_gpu else (actors or 1)
-
-    def uses_gpu(self) -> bool:
-        return self.use_gpu
-
-    def run(self, items: Sequence[WorkItem], stage: type[ModelStage], settings: JobSettings,
-            on_result: Callable[[ItemResult], None]) -> dict:
-        import ray
-        from ray.data import ActorPoolStrategy, DataContext
-
-        items = list(items)
-        actors = min(self.pool_size, max(1, len(items)))
-        actor_cpus = GPU_ACTOR_CPUS if self.use_gpu else cpu_actor_share(*ray_runtime.cluster_cpus(), actors)
-        if not self.use_gpu and settings.cpu_threads is None:
-            # torch threads = the CPUs this actor reserved, never the driver's count: several
-            # actors per node, or nodes unlike the driver, must not oversubscribe their cores.
-            settings = dataclasses.replace(settings, cpu_threads=max(1, int(actor_cpus)))
-        ray_runtime.quiet_ray_data_console()
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False  # the CLI shows its own
-        ctx.execution_options.preserve_order = False
-        ctx.execution_options.verbose_progress = False
-        ds = ray.data.from_items([item.to_row() for item in items], override_num_blocks=max(1, len(items)))
-        ds = ds.map_batches(load_batch, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
-                            num_cpus=LOAD_TASK_CPUS)
-        with warnings.catch_warnings():
-            # Restart limits have no named parameter yet; `ray_remote_args` is the only way.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = ds.map_batches(
-                ModelStageActor,
-                fn_constructor_kwargs={"stage": stage, "settings": settings},
-                compute=ActorPoolStrategy(size=actors),
-                batch_size=self.items_per_call,
-                batch_format="numpy",
-                num_gpus=1 if self.use_gpu else 0,
-                num_cpus=actor_cpus,
-                max_restarts=ACTOR_RESTARTS,
-                max_task_retries=ACTOR_RESTARTS,
-            )
-        try:
-            for row in ds.iter_rows():
-                on_result(ItemResult.from_row(row))
-        except SpacemindError:
-            raise
-        except Exception as exc:
-            # Everything already delivered has been written; a rerun resumes from there. Workers
-            # that die past their restarts were lost to the machine (OOM killer, node down, kill),
-            # not to bad input: a resource error (exit 5), not a usage error (exit 2).
-            msg = " ".join(str(exc).split())
-            raise ResourceError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
-        return {"executor": self.name, "actors": actors, "gpus": self.use_gpu}
-
-    def close(self) -> None:
-        if self.started:
-            ray_runtime.shutdown()
+    actor_cpus = GPU_ACTOR_CPUS if use_gpu else cpu_actor_share(*ray_runtime.cluster_cpus(), actors)
+    if not use_gpu and settings.cpu_threads is None:
+        # torch threads = the CPUs this actor reserved, never the driver's count: several
+        # actors per node, or nodes unlike the driver, must not oversubscribe their cores.
+        settings = dataclasses.replace(settings, cpu_threads=max(1, int(actor_cpus)))
+    ray_runtime.quiet_ray_data_console()
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI shows its own
+    ctx.execution_options.preserve_order = False
+    ctx.execution_options.verbose_progress = False
+    ds = ray.data.from_items([item.to_row() for item in items], override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(load_batch, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
+                        num_cpus=LOAD_TASK_CPUS)
+    with warnings.catch_warnings():
+        # Restart limits have no named parameter yet; `ray_remote_args` is the only way.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(
+            ModelStageActor.bound(stage, settings),
+            compute=ActorPoolStrategy(size=actors),
+            batch_size=items_per_call,
+            batch_format="numpy",
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=actor_cpus,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=ACTOR_RESTARTS,
+        )
+    try:
+        for row in ds.iter_rows():
+            on_result(ItemResult.from_row(row))
+    except SpacemindError:
+        raise
+    except Exception as exc:  # everything already delivered has been written; a rerun resumes
+        raise _failure(exc) from exc

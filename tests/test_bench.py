@@ -252,3 +252,15 @@ def test_generalization_bench_trains_on_some_rooms_and_scores_unseen_ones(tmp_pa
     assert all(0 <= v <= 100 for s in r["scores"].values() for v in s.values() if v is not None)
     assert r["last_loss"] < r["first_loss"]
     assert "unseen rooms" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.ray
+def test_ray_overhead_bench_compares_ray_with_local_in_one_process(tmp_path):
+    out = tmp_path / "ray_overhead.json"
+    _run(["bench.ray_overhead", "--quick", "--out", str(out)], tmp_path, timeout=600)
+    r = json.loads(out.read_text())
+    runs, ratios = r["runs"], r["ratios"]
+    assert set(runs) == {"local", "ray", "ray_dataset"} and all(v["answered"] == 12 for v in runs.values())
+    assert ratios["ray_wall_vs_local"] == round(runs["ray"]["wall_s"] / runs["local"]["wall_s"], 3)
+    assert r["answers_equal_local"] == "12/12"
+    assert _pos(r["row_format"]["former_s"]) and _pos(r["row_format"]["typed_s"])

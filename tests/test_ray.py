@@ -60,6 +60,7 @@ def test_ray_answers_equal_local_and_survive_a_killed_actor(tiny_ckpt, examples,
     assert summary["answered"] == 68 and summary["failed"] == 0
     assert rows(out) == rows(local_answers)
     assert len({a["pid"] for a in summary["actors"]}) == 2  # the restarted actor took over
+    assert summary["route"] == "node"  # one machine: actors read their own scenes, nothing through Ray Data
 
 
 def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples, tmp_path):
@@ -110,6 +111,7 @@ def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, t
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+        assert summary["route"] == "dataset"  # a cluster: the Ray Data pipeline
         nodes = {a["node"] for a in summary["actors"] if a["questions"]}
         assert len(nodes) == 2, summary["actors"]  # work ran on both nodes
         assert rows(out) == rows(local_answers)

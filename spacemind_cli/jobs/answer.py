@@ -175,6 +175,7 @@ def run_answer(
         "output": str(output),
         "errors_file": str(store.errors_path) if errors.count else None,
         "executor": exec_info.get("executor"),
+        "route": exec_info.get("route"),  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
         "questions": len(qset.questions),
         "question_problems": len(qset.problems),
         "answered": tally.answered,

@@ -7,13 +7,14 @@ import time
 
 from ...models.answering import answer_questions
 from ..records import ItemResult, LoadedItem
+from .features import Features
 from .model import ModelStage
 
 
 class AnswerStage(ModelStage):
     needs_llm = True
 
-    def handle(self, loaded: LoadedItem) -> ItemResult:
+    def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         item, info = loaded.item, loaded.info
         features = self.features(loaded)
         timing = {**info.timing, **features.timing}
@@ -31,5 +32,6 @@ class AnswerStage(ModelStage):
             batch_size=self.settings.batch_size, max_new_tokens=self.settings.max_new_tokens,
             name=lambda index: by_index[index].qid,
         )
-        return ItemResult(item.item_id, "ok", key=info.key, meta=features.meta, cache=features.cache, timing=timing,
-                          answers=answers, question_errors=failures)
+        result = ItemResult(item.item_id, "ok", key=info.key, meta=features.meta, cache=features.cache, timing=timing,
+                            answers=answers, question_errors=failures)
+        return result, features

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from ..records import ItemResult, LoadedItem
+from .features import Features
 from .model import ModelStage
 
 
 class EncodeStage(ModelStage):
     needs_llm = False  # the encoders only: no projector, CGMF or LLM weights are read
 
-    def handle(self, loaded: LoadedItem) -> ItemResult:
+    def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         info = loaded.info
         if info.status == "cached":
-            return ItemResult(loaded.item.item_id, "cached", key=info.key, cache="hit")
+            return ItemResult(loaded.item.item_id, "cached", key=info.key, cache="hit"), None
         features = self.features(loaded)
+        result = ItemResult(loaded.item.item_id, "ok", key=info.key, meta=features.meta, cache=features.cache,
+                            timing={**info.timing, **features.timing})
+        return result, features
+
+    def written(self, result: ItemResult, features: Features) -> None:
         if features.cache == "write-failed":
             # The cache is extract's only product: a full or read-only disk stops the job (exit 5);
             # what is stored is whole, and a rerun with room resumes from there.
-            return ItemResult(loaded.item.item_id, "failed", error=features.write_error, stop_job="ResourceError",
-                              key=info.key)
-        return ItemResult(loaded.item.item_id, "ok", key=info.key, meta=features.meta, cache=features.cache,
-                          timing={**info.timing, **features.timing})
+            result.status, result.error, result.stop_job = "failed", features.write_error, "ResourceError"

@@ -1,10 +1,14 @@
 """The features step both model stages share: a scene's encoder outputs from the feature cache,
-or from the encoders (then written to the cache)."""
+or from the encoders, then written to the cache by a background writer: the model goes on with
+the scene (fusion, prefill, decoding) or with the next scene while the entry is written, and a
+result leaves the worker only once its write has finished (`Features.settle`), so a failed write
+is still reported and a crash never leaves a partial entry (writes are atomic)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...errors import CacheError, ResourceError
@@ -22,6 +26,17 @@ class Features:
     cache: str  # hit | miss | refreshed | write-failed | none
     timing: dict[str, float] = field(default_factory=dict)
     write_error: str | None = None  # why the cache write failed (cache == "write-failed")
+    pending: Future | None = None  # the background cache write, until settled
+
+    def settle(self) -> None:
+        """Wait for the background cache write (if any) and record how it went."""
+        if self.pending is None:
+            return
+        write_s, error = self.pending.result()
+        self.pending = None
+        self.timing["cache_write_s"] = write_s
+        if error is not None:
+            self.cache, self.write_error = "write-failed", error
 
 
 class FeatureStep:
@@ -29,6 +44,9 @@ class FeatureStep:
         self.model = model
         self.settings = settings
         self.cache = cache  # FeatureCache or None
+        # One writer thread: entries are written in order, and at most the entries of the
+        # results not yet settled wait (the stages settle every result before the next but one).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacemind-cache-write")
 
     def __call__(self, loaded: LoadedItem) -> Features:
         from ...models.spacemind import EncoderOutputs
@@ -61,27 +79,30 @@ class FeatureStep:
         timing["encode_s"] = time.perf_counter() - t0
         features = Features(encoded, meta, status, timing)
         if self.cache is not None and self.settings.write_cache:
-            self._write(info.key, features)
+            features.pending = self._writer.submit(self._write, info.key, features.meta, encoded)
         return features
 
-    def _write(self, key: str, features: Features) -> None:
+    def _write(self, key: str, meta: dict, encoded) -> tuple[float, str | None]:
+        """(seconds, None) or (seconds, why the write failed): a failed write never raises here,
+        answers still come out and the cache stays without this scene (extract, whose only
+        product is the cache, stops the job when it learns of it)."""
         s = self.settings
         t0 = time.perf_counter()
         try:
             self.cache.put(
                 key,
-                {**features.meta, "dtype": s.dtype, "vggt_weights": s.vggt_weights, "layers": list(s.vggt_layers)},
-                features.encoded.tensors(),
+                {**meta, "dtype": s.dtype, "vggt_weights": s.vggt_weights, "layers": list(s.vggt_layers)},
+                encoded.tensors(),
                 fingerprint=s.encoder_fingerprint,
                 describe={"checkpoint": s.checkpoint},
             )
+            return time.perf_counter() - t0, None
         except ResourceError as exc:
-            # Answers still come out; the cache just stays without this scene (extract, whose
-            # only product is the cache, stops the job instead).
             log.warning("%s", exc.message)
-            features.cache = "write-failed"
-            features.write_error = exc.message
-        features.timing["cache_write_s"] = time.perf_counter() - t0
+            return time.perf_counter() - t0, exc.message
+        except Exception as exc:  # an unexpected failure is still a failed write, reported
+            log.exception("cache write of %s failed", key)
+            return time.perf_counter() - t0, f"cache write failed: {type(exc).__name__}: {exc}"
 
     def _sync(self) -> None:
         import torch

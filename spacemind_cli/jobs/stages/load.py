@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from ...errors import ResourceError, SpacemindError
 from ...fingerprint import files_digest
@@ -124,3 +127,22 @@ def open_job_cache(root: str):
         log.warning("%s", exc.message)
     _caches[root] = cache
     return cache
+
+
+def reader_threads() -> int:
+    """Scene readers for one process: every CPU it may use but the one driving the model."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def load_ahead(items: list[WorkItem], settings: JobSettings, readers: int) -> Iterator[LoadedItem]:
+    """`load_item` for each item, in order, `readers` scenes read ahead on a thread pool (decoding
+    and resizing release the GIL), so the model working on one scene does not wait for the next."""
+    readers = max(1, min(readers, len(items)))
+    with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="spacemind-load") as pool:
+        pending = deque(pool.submit(load_item, item, settings) for item in items[:readers])
+        for nxt in items[readers:]:
+            done = pending.popleft().result()
+            pending.append(pool.submit(load_item, nxt, settings))
+            yield done
+        while pending:
+            yield pending.popleft().result()

@@ -9,11 +9,13 @@ import logging
 import os
 import socket
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 
 from ...errors import CacheError, SpacemindError
 from ..records import ActorInfo, ItemResult, LoadedItem
 from ..settings import JobSettings
-from .features import FeatureStep
+from .features import Features, FeatureStep
 from .load import job_cache
 
 log = logging.getLogger(__name__)
@@ -56,22 +58,49 @@ class ModelStage:
         self._torch = torch
 
     def process(self, loaded: LoadedItem) -> ItemResult:
+        """One item, its cache write finished."""
+        return next(self.process_stream([loaded]))
+
+    def process_stream(self, loaded_items: Iterable[LoadedItem]) -> Iterator[ItemResult]:
+        """Results in item order. An item's cache write runs behind the model while it works on
+        the next item; a result is handed on once its write has finished."""
+        waiting: deque = deque()
+        for loaded in loaded_items:
+            waiting.append(self._start(loaded))
+            while len(waiting) > 1:
+                yield self._finish(*waiting.popleft())
+        while waiting:
+            yield self._finish(*waiting.popleft())
+
+    def _start(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         item = loaded.item
         try:
             if loaded.info.status == "failed":
-                result = ItemResult(item.item_id, "failed", error=loaded.info.error)
-            else:
-                result = self.handle(loaded)
+                return ItemResult(item.item_id, "failed", error=loaded.info.error), None
+            return self.handle(loaded)
         except SpacemindError as exc:
-            result = ItemResult(item.item_id, "failed", error=exc.message)
+            return ItemResult(item.item_id, "failed", error=exc.message), None
         except Exception as exc:  # keep the worker alive for the other items
             log.exception("item %s failed", item.item_id)
-            result = ItemResult(item.item_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            return ItemResult(item.item_id, "failed", error=f"{type(exc).__name__}: {exc}"), None
+
+    def _finish(self, result: ItemResult, features: Features | None) -> ItemResult:
+        if features is not None:
+            features.settle()
+            result.cache = features.cache
+            result.timing.update(features.timing)
+            self.written(result, features)
         result.actor = ActorInfo(**{**vars(self.actor), "peak_memory": self.peak_memory()})
         return result
 
-    def handle(self, loaded: LoadedItem) -> ItemResult:
+    def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
+        """The stage's work on one item: its result and, when features were computed here, the
+        Features whose cache write may still be running."""
         raise NotImplementedError
+
+    def written(self, result: ItemResult, features: Features) -> None:
+        """Called once the item's cache write has settled (a stage whose product is the cache
+        turns a failed write into a failed item)."""
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
