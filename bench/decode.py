@@ -30,17 +30,14 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
-import json
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from bench.common import machine_info, write_results
 from spacemind_cli.models import generation
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -298,21 +295,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict:
-    import transformers
-
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="toy sizes (smoke run)")
@@ -327,19 +309,8 @@ def main(argv=None) -> int:
     sizes = QUICK if args.quick else FULL_SIZE if args.full_size else Sizes()
     res = {"machine": machine_info(), "mode": "quick" if args.quick else "full-size" if args.full_size else "mid-size"}
     res.update(measure(args.device, sizes, log=lambda m: print(m, flush=True)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md = Path(args.md) if args.md else out.with_suffix(".md")
-    _atomic_write(out, json.dumps(res, indent=2) + "\n")
-    _atomic_write(md, markdown(res))
-    print(markdown(res))
+    write_results(args.out, res, markdown(res), args.md)
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+from bench.common import write_results
+
 RESULTS = REPO / "bench" / "results"
 
 
@@ -144,10 +146,7 @@ def main(argv=None) -> None:
         args.rooms, args.held_out, args.epochs, args.frames = 6, 2, 2, 4
     with tempfile.TemporaryDirectory(prefix="spacemind-gen-") as tmp:
         r = run(args.rooms, args.held_out, args.epochs, args.frames, args.seed, Path(tmp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(r))
-    print(to_markdown(r))
+    write_results(args.out, r, to_markdown(r))
 
 
 if __name__ == "__main__":

@@ -22,15 +22,13 @@ Writes bench/results/packing.json and packing.md (ratios separate / packed, no a
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from bench.common import machine_info, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -161,21 +159,6 @@ def markdown(res: dict) -> str:
     ])  # fmt: skip
 
 
-def machine_info() -> dict:
-    import transformers
-
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 scenes x 4 questions, 4 frames (smoke run)")
@@ -186,14 +169,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     res = {"machine": machine_info(), "mode": "quick" if args.quick else "full"}
     res.update(measure(QUICK if args.quick else Sizes(), log=lambda m: print(m, flush=True)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md = Path(args.md) if args.md else out.with_suffix(".md")
-    for path, text in ((out, json.dumps(res, indent=2) + "\n"), (md, markdown(res))):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    print(markdown(res))
+    write_results(args.out, res, markdown(res), args.md)
     return 0
 
 

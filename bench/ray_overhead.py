@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import write_results
+
 from . import workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -77,7 +79,13 @@ def timed_answer(wl, ckpt: Path, out: Path, executor: str, threads: int, force_d
 
 def row_format(repeats: int = 5) -> dict:
     """One full-size item through a stage hop, former npz/JSON rows vs typed records."""
-    from spacemind_cli.jobs.records import ItemResult, LoadedItem, LoadInfo, QuestionRef, WorkItem
+    from spacemind_cli.jobs.records import (
+        ItemResult,
+        LoadedItem,
+        LoadInfo,
+        QuestionRef,
+        WorkItem,
+    )
     from spacemind_cli.models.answering import Answer
     from spacemind_cli.models.preprocess import PreparedClip
     from spacemind_cli.scenes import SceneRef
@@ -182,10 +190,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "ray_overhead.json")
     args = ap.parse_args(argv)
     r = run(args.quick, args.threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(r))
-    print(to_markdown(r))
+    write_results(args.out, r, to_markdown(r))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from bench.common import write_results
 from spacemind_cli.models.vggt import VGGT, VGGTConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,10 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "vggt_precision.json")
     args = ap.parse_args(argv)
     r = run(args.quick, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(r))
-    print(to_markdown(r))
+    write_results(args.out, r, to_markdown(r))
 
 
 if __name__ == "__main__":

@@ -42,13 +42,18 @@ def test_the_plan_is_a_pure_function_of_seed_epoch_and_step():
         plan(max_steps=5).step(5)
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
 def test_worker_shares_cover_the_step_with_equal_pack_counts(world):
     packs = plan().step(2)
     shares = [worker_share(packs, r, world) for r in range(world)]
     assert len({len(s) for s in shares}) == 1
-    got = sorted((pk for s in shares for pk in s if pk is not None), key=lambda p: (p.scene, p.examples))
-    assert got == sorted(packs, key=lambda p: (p.scene, p.examples))
+    got = sorted((pk.scene, i) for s in shares for pk in s if pk is not None for i in pk.examples)
+    assert got == sorted((pk.scene, i) for pk in packs for i in pk.examples)  # every question once
+    if world <= len(packs):
+        key = lambda pk: (pk.scene, pk.examples)  # noqa: E731
+        assert sorted((pk for s in shares for pk in s if pk is not None), key=key) == sorted(packs, key=key)  # kept whole
+    else:  # fewer packs than workers: the biggest are halved so that every worker has work
+        assert all(any(pk is not None for pk in s) for s in shares)
 
 
 def test_warmup_then_cosine():

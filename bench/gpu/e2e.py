@@ -25,7 +25,17 @@ from pathlib import Path
 
 import torch
 
-from .context import Ctx, Mem, mean, oom_line, param_bytes, param_count, ratio, rnd, time_calls
+from .context import (
+    Ctx,
+    Mem,
+    mean,
+    oom_line,
+    param_bytes,
+    param_count,
+    ratio,
+    rnd,
+    time_calls,
+)
 
 
 @dataclass

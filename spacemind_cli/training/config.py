@@ -24,7 +24,7 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     schedule: str = "cosine"  # cosine | constant (after the warm-up)
     batch_size: int = 64  # global, in questions, as in the paper
-    pack_size: int = 16  # most questions of one scene in one packed sequence
+    pack_size: int = 32  # most questions of one scene in one packed sequence (VSI-Bench-like scenes have ~18)
     train: tuple[str, ...] = ("cgmf", "lora")
     lora_rank: int = 256
     lora_alpha: int = 512
@@ -37,7 +37,6 @@ class TrainConfig:
     save_every: int = 500  # steps between saved training states (and always at the end)
     eval_every: int = 0  # steps between evaluations on --eval-questions (0: at the end only)
     gradient_checkpointing: bool = False  # in the LLM (GPU runs of the 8B model want it)
-    fsdp: bool = False  # shard the model over the workers (Ray Train) when one GPU's memory is short
     # CGMF ablations (the paper's Table 4): parts switched off, or no fusion at all (LoRA only)
     fusion: str = "cgmf"  # cgmf | none
     cgmf_off: tuple[str, ...] = ()  # of CGMF_PARTS

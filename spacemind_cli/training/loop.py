@@ -96,11 +96,15 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
 
         torch.set_num_threads(s.cpu_threads or len(os.sched_getaffinity(0)))
     torch.manual_seed(cfg.seed)
-    # fp32 master weights; bf16 (on GPU) only inside autocast
-    sm = SpaceMind.from_pretrained(spec.base_checkpoint, device=device, dtype=torch.float32,
+    # Frozen weights in the compute dtype (bf16 on GPU: 16 GB for the 8B model, not 32); the
+    # trained ones in fp32 (master weights), the forward under autocast.
+    autocast = compute_dtype(device, s.dtype)
+    sm = SpaceMind.from_pretrained(spec.base_checkpoint, device=device, dtype=autocast,
                                    trusted_paths=s.trusted_paths, llm=True, lazy_vggt=True)
     model = TrainableSpaceMind(sm, cfg)
     params = model.trainable()
+    for p in params.values():
+        p.data = p.data.float()
     examples = read_table(spec.examples)
     by_scene: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
@@ -121,7 +125,6 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
         _truncate_log(log_path, start)
     wrapped = runtime.prepare(model)
     cache = _cache(s)
-    autocast = compute_dtype(device, s.dtype)
 
     frames: dict[str, int] = {}  # frames per scene, for the token count
 

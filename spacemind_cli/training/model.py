@@ -70,8 +70,11 @@ class TrainableSpaceMind(nn.Module):
         self.train()
 
     def train(self, mode: bool = True):
-        # Only the trainable parts switch mode: the frozen model stays in eval (no dropout).
+        # The encoders stay in eval. The LLM follows `mode`: transformers checkpoints activations
+        # only in train mode, and LoRA's dropout acts only then (Qwen2 itself has no dropout,
+        # attention_dropout 0.0, so its maths is the same in both modes).
         self.sm.eval()
+        self.sm.internvl.model.language_model.train(mode)
         if self.sm.fusion is not None:
             self.sm.fusion.train(mode and "cgmf" in self.cfg.train)
         return self

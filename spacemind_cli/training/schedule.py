@@ -79,7 +79,17 @@ class StepPlan:
 
 def worker_share(packs: Sequence[Pack], rank: int, world: int) -> list[Pack | None]:
     """This worker's packs of a step: biggest first to the least loaded worker (ties to the lower
-    rank), then padded with None so every worker runs the same number of packs."""
+    rank), then padded with None so every worker runs the same number of packs. A step with fewer
+    packs than workers has its biggest packs halved first (the prefix then runs twice, but no
+    worker idles while another does two scenes' work)."""
+    packs = list(packs)
+    while len(packs) < world:
+        biggest = max(range(len(packs)), key=lambda i: (len(packs[i].examples), -i))
+        big = packs[biggest]
+        if len(big.examples) < 2:
+            break
+        half = (len(big.examples) + 1) // 2
+        packs[biggest : biggest + 1] = [Pack(big.scene, big.examples[:half]), Pack(big.scene, big.examples[half:])]
     load = [0] * world
     shares: list[list[Pack]] = [[] for _ in range(world)]
     for pack in sorted(packs, key=lambda p: -len(p.examples)):

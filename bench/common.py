@@ -1,0 +1,36 @@
+"""What the CPU benchmarks share: the machine they ran on, and writing their results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_results(out: str | Path, result: dict, markdown: str, md: str | Path | None = None) -> None:
+    """`out` (JSON) and its markdown (default: `out` with .md), each written atomically, and the
+    markdown printed."""
+    from spacemind_cli.files import atomic_write_text
+
+    out = Path(out)
+    atomic_write_text(out, lambda fh: fh.write(json.dumps(result, indent=2) + "\n"), durable=False)
+    atomic_write_text(Path(md) if md else out.with_suffix(".md"), lambda fh: fh.write(markdown), durable=False)
+    print(markdown)
