@@ -182,8 +182,8 @@ def open_cache(ctx: Ctx):
 def cold_pass(ctx: Ctx, scenes: Scenes, cache, notes: list[str]) -> tuple[dict, dict[tuple[int, int], str], list]:
     """As the answer job runs a cold scene with the local executor: the scene read ahead on a
     thread (decode + preprocess) while the model works on the previous one, encode, the cache
-    entry written synchronously, answer. -> (summary, {(scene, question): answer}, one
-    {"wait_s", "decode_s", "preprocess_s"} per scene for `gpu_idle`).
+    entry written synchronously, answer. -> (summary, {(scene, question): answer}, per scene
+    (its stage row, its load {"wait_s", "decode_s", "preprocess_s"}) for `gpu_idle`).
 
     Scene 0's wait is the pipeline filling (nothing to overlap with; a job pays it once): it is
     kept out of the per-scene stages, the later scenes' waits are the stage `wait_loader_s`."""
@@ -193,7 +193,10 @@ def cold_pass(ctx: Ctx, scenes: Scenes, cache, notes: list[str]) -> tuple[dict, 
     answers: dict[tuple[int, int], str] = {}
     rows, loads, entry_bytes = [], [], None
     mem = Mem(ctx, base_bytes=param_bytes(sm))
-    read = lambda ref: read_scene(ref, z.frames, sm.config.preprocess)  # noqa: E731
+
+    def read(ref):
+        return read_scene(ref, z.frames, sm.config.preprocess)
+
     with mem, ReadAhead(scenes.refs, read) as loader:
         t_pass = time.perf_counter()
         for si in range(len(scenes)):

@@ -50,7 +50,8 @@ class TrainScene:
     pairs: list[tuple[str, str]]  # (prompt, answer)
     prefix_len: int
     segments: list[int]  # tokens per question: prompt + answer + end of turn
-    targets: int  # answer tokens + one end of turn per question
+    answers: list[int]  # target tokens per question: answer + end of turn
+    targets: int  # all of them
 
 
 # ---------------------------------------------------------------- the workload
@@ -107,9 +108,10 @@ def train_scene(ctx: Ctx) -> TrainScene:
     enc = random_features(ctx, feature_shapes(ctx))
     pairs = train_pairs(sm, ctx.sizes.train_questions)
     segs = [sm.segment(p, a) for p, a in pairs]
+    answers = [len(s.answer_ids) + 1 for s in segs]
     return TrainScene(enc=enc, pairs=pairs, prefix_len=len(sm.prefix_ids(ctx.sizes.frames)),
-                      segments=[len(s.prompt_ids) + len(s.answer_ids) + 1 for s in segs],
-                      targets=sum(len(s.answer_ids) + 1 for s in segs))
+                      segments=[len(s.prompt_ids) + a for s, a in zip(segs, answers)], answers=answers,
+                      targets=sum(answers))
 
 
 # ---------------------------------------------------------------- the model set up for training
@@ -254,19 +256,37 @@ class Clock:
         return min(self.ctx.left() - self.ctx.after("train"), SECTION_CAP_S - (time.perf_counter() - self.t0))
 
 
+def checkpoints(ctx: Ctx, lm, calls: list) -> bool:
+    """Whether a forward with gradients checkpoints the decoder layers: one 4-token sequence."""
+    n = len(calls)
+    x = torch.zeros(1, 4, lm.config.hidden_size, device=ctx.device, requires_grad=True)
+    with torch.enable_grad(), ctx.autocast(torch.bfloat16):
+        lm(inputs_embeds=x, use_cache=False)
+    return len(calls) > n
+
+
 def configure(ctx: Ctx, tm, precision: str, gc: bool, state: dict) -> None:
-    """Frozen weights to `precision`, the LLM's checkpointing to `gc` (counted: `state["calls"]`)."""
+    """Frozen weights to `precision`; the LLM's checkpointing to `gc`, switched by the call the
+    library makes, then the library's module modes (`TrainableSpaceMind.train`).
+
+    When a probe forward shows that checkpointing does not happen (the library keeps the LLM in
+    eval mode, where transformers never checkpoints: `state["library_effective"]`, probed once on
+    the model as TrainConfig(gradient_checkpointing=True) sets it up), the decoder goes to train
+    mode (Qwen2 has no dropout: the same math), so that the figures are checkpointing's."""
     sm = tm.sm
     lm = sm.internvl.model.language_model
     cast_frozen(sm, torch.float32 if precision == "fp32" else ctx.dtype)
-    if gc != state.get("gc"):
-        set_checkpointing(lm, gc)
-        state["calls"] = count_checkpointing(lm) if gc else None
-        if not gc:
-            lm.eval()  # as TrainableSpaceMind leaves it
-        elif state.get("forced"):
+    if gc == state["gc"]:
+        return
+    set_checkpointing(lm, gc)
+    state["gc"] = gc
+    tm.train()
+    if gc:
+        calls = count_checkpointing(lm)
+        if not state["library_effective"]:
             lm.train()
-        state["gc"] = gc
+        if not checkpoints(ctx, lm, calls):
+            raise RuntimeError("gradient checkpointing does not checkpoint the decoder layers")
 
 
 def measure_packed(ctx: Ctx, tm, opt, params, scene: TrainScene, cfg, flops: dict, precision: str, gc: bool,
@@ -278,18 +298,6 @@ def measure_packed(ctx: Ctx, tm, opt, params, scene: TrainScene, cfg, flops: dic
     try:
         t0 = time.perf_counter()
         train_step(ctx, tm, opt, params, scene, cfg.max_grad_norm)
-        if gc and not state["calls"] and not state.get("forced"):
-            # The library enables checkpointing but keeps the LLM in eval mode (TrainableSpaceMind.train),
-            # where transformers never checkpoints: put the decoder in train mode (Qwen2 has no dropout:
-            # the same math) so that the figures are checkpointing's, and say so.
-            state["library_effective"] = False
-            state["forced"] = True
-            tm.sm.internvl.model.language_model.train()
-            train_step(ctx, tm, opt, params, scene, cfg.max_grad_norm)
-        elif gc and "library_effective" not in state:
-            state["library_effective"] = bool(state["calls"])
-        if gc and not state["calls"]:
-            raise RuntimeError("gradient checkpointing did not checkpoint the decoder layers")
         out["warmup_s"] = rnd(time.perf_counter() - t0, 4)
         mem = Mem(ctx, base_bytes=param_bytes(tm.sm.internvl) + param_bytes(tm.sm.fusion or torch.nn.Module()))
         with mem:
@@ -301,9 +309,9 @@ def measure_packed(ctx: Ctx, tm, opt, params, scene: TrainScene, cfg, flops: dic
         ctx.cleanup()
         return {**out, "error": error}
     if gc:
-        out["checkpointing"] = ("forced: the bench put the LLM in train mode (the library keeps it in eval mode, "
-                                "where transformers skips checkpointing)" if state.get("forced")
-                                else "as the library enables it (effective)")
+        out["checkpointing"] = ("as the library sets it up (effective)" if state["library_effective"] else
+                                "forced: the bench put the LLM in train mode (the library keeps it in eval mode, "
+                                "where transformers skips checkpointing)")
         out["recompute_tflop"] = rnd(flops["recompute_tflop"], 4)
     best = min(runs, key=lambda r: r["step_s"])
     out.update({k: rnd(v, 5) for k, v in best.items()})
@@ -332,7 +340,7 @@ def measure_separate(ctx: Ctx, tm, opt, scene: TrainScene, flops_one, clock: Clo
     if error is not None:
         ctx.cleanup()
         return {"error": error}
-    measured = [flops_one(scene.segments[i]) for i in range(1, k + 1)]
+    measured = [flops_one(i) for i in range(1, k + 1)]
     t = sum(times)
     tflop = sum(f["total_tflop"] for f in measured)
     tflops = tflop / t
@@ -362,7 +370,9 @@ def section_train(ctx: Ctx) -> dict:
 
     clock = Clock(ctx)
     z, sm = ctx.sizes, ctx.sm
-    cfg = TrainConfig(lora_rank=z.lora_rank, lora_alpha=2 * z.lora_rank)
+    # checkpointing on, as TrainConfig(gradient_checkpointing=True) sets it up: whether that checkpoints
+    # is probed once; the variants then switch it off and on
+    cfg = TrainConfig(lora_rank=z.lora_rank, lora_alpha=2 * z.lora_rank, gradient_checkpointing=True)
     ctx.log(f"train: {z.train_questions} questions, {z.frames} frames, CGMF + LoRA r{cfg.lora_rank}")
     scene = train_scene(ctx)
     if ctx.args.tiny:
@@ -380,7 +390,7 @@ def section_train(ctx: Ctx) -> dict:
         "workload": {"questions": len(scene.pairs), "frames": z.frames, "prefix_tokens": scene.prefix_len,
                      "segment_tokens": {"min": min(scene.segments), "max": max(scene.segments),
                                         "mean": rnd(mean(scene.segments), 1)},
-                     "answer_tokens_max": max(s - len(sm.suffix_ids(p)) - 1 for s, (p, _) in zip(scene.segments, scene.pairs)),
+                     "answer_tokens_max": max(scene.answers) - 1,
                      "targets": scene.targets,
                      "prompts": "VSI-Bench prompts of examples/questions.jsonl, ground truths cut to <= 3 tokens"},
         "flop_formula": FLOP_FORMULA, "variants": {}, "notes": [],
@@ -391,10 +401,12 @@ def section_train(ctx: Ctx) -> dict:
                           d=tcfg.hidden_size, vocab=tcfg.vocab_size, prefix=scene.prefix_len, segments=segments,
                           targets=targets, packed=packed)
 
-    state: dict = {"gc": False}
     reps = 1 if ctx.args.tiny else 2
     before = signature(sm)
     with trainable(ctx, cfg) as tm:
+        lm = sm.internvl.model.language_model
+        state = {"gc": True, "library_effective": checkpoints(ctx, lm, count_checkpointing(lm))}
+        res["library_checkpointing_effective"] = state["library_effective"]
         named = tm.trainable()
         params = list(named.values())
         res["trainable_params"] = {"cgmf": sum(p.numel() for n, p in named.items() if n.startswith("fusion.")),
@@ -428,14 +440,15 @@ def section_train(ctx: Ctx) -> dict:
             done = ["frozen_bf16"] if "step_s" in variants["frozen_bf16"] else []
             res["notes"].append("no fp32 (loop) variant ran: the projection uses frozen_bf16")
         res["basis"] = min(done, key=lambda n: variants[n]["step_s"]) if done else None
-        if "library_effective" in state:
-            res["library_checkpointing_effective"] = state["library_effective"]
         if res["basis"]:
             b = variants[res["basis"]]
             configure(ctx, tm, "fp32" if res["basis"].startswith("loop") else "bf16", b["gradient_checkpointing"], state)
             per_q = b["fwd_bwd_s"] * (scene.prefix_len + mean(scene.segments)) / packed_flops["tokens"]
             ctx.log(f"train: separate samples ({res['basis']})")
-            sep = measure_separate(ctx, tm, opt, scene, lambda s: flops([s], False, 0), clock, 1.3 * per_q)
+            def one(i: int) -> dict:  # question i alone
+                return flops([scene.segments[i]], False, scene.answers[i])
+
+            sep = measure_separate(ctx, tm, opt, scene, one, clock, 1.3 * per_q)
             if "error" not in sep:
                 n = len(scene.pairs)
                 sep_flops = flops(scene.segments, False, scene.targets)
