@@ -209,6 +209,9 @@ def _check_training(r: dict) -> None:
     assert p["extraction_gpu_hours"] == pytest.approx(p["scenes"] * (
         r["e2e"]["cold"]["per_scene_s"]["encode_s"] + r["e2e"]["cold"]["per_scene_s"]["cache_write_s"]) / 3600, rel=1e-2)
     assert p["total_gpu_hours"] == pytest.approx(p["training_gpu_hours"] + p["extraction_gpu_hours"], rel=1e-2)
+    S = r["sizes"]["frames"]
+    assert p["extraction_vggt_only_gpu_hours"] == pytest.approx(
+        p["scenes"] * S / r["vggt"]["ours"][str(S)]["frames_per_s"] / 3600, rel=1e-2)
     assert p["separate_samples_gpu_hours"] == pytest.approx(p["question_epochs"] * s["fwd_bwd_s_per_sample"] / 3600, rel=1e-2)
     assert p["speedup_vs_paper"] == pytest.approx(1600 / p["total_gpu_hours"], rel=1e-2)
     assert p["training_speedup_vs_paper"] == pytest.approx(1600 / p["training_gpu_hours"], rel=1e-2)
