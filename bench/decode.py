@@ -178,11 +178,16 @@ def _suffixes(sizes: Sizes, b: int, seed: int = 1) -> list[list[int]]:
     return [torch.randint(1, sizes.vocab, (n,), generator=g).tolist() for n in lens]
 
 
-def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=lambda msg: None) -> dict:
-    """Old vs new decode, each batch size, one process: seconds, KV bytes held, peak bytes."""
+def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=lambda msg: None,
+            parts=None) -> dict:
+    """Old vs new decode, each batch size, one process: seconds, KV bytes held, peak bytes.
+
+    parts: (decoder, lm_head, embeddings) of an LM already on `device`, used instead of building
+    a random one (the GPU benchmark passes its InternVL's LLM, 15 GB it has built already);
+    `sizes` must then describe it (its vocab bounds the random token ids)."""
     sizes = sizes or Sizes()
     device = torch.device(device)
-    lm, head, embed = build_lm(sizes, device)
+    lm, head, embed = parts if parts is not None else build_lm(sizes, device)
     g = torch.Generator().manual_seed(2)
     prefix_ids = torch.randint(1, sizes.vocab, (1, sizes.prefix_len), generator=g).to(device)
     t0 = time.perf_counter()

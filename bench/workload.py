@@ -140,13 +140,18 @@ def build(out_dir: str | Path, n_scenes: int = 20, per_scene: int = QUESTIONS_PE
 # ---------------------------------------------------------------- in memory (GPU script)
 
 
+def scene_rows(scene_index: int, per_scene: int = QUESTIONS_PER_SCENE) -> list[dict]:
+    """The VSI-Bench rows (question, options, ground truth) of one in-memory scene."""
+    rows = example_rows()
+    start = (scene_index * per_scene) % len(rows)
+    return [rows[(start + k) % len(rows)] for k in range(per_scene)]
+
+
 def scene_prompts(scene_index: int, per_scene: int = QUESTIONS_PER_SCENE) -> list[str]:
     """VSI-Bench prompts (the library's own prompt builder) for one in-memory scene."""
     from spacemind_cli.prompts import build_prompt
 
-    rows = example_rows()
-    start = (scene_index * per_scene) % len(rows)
-    return [build_prompt(rows[(start + k) % len(rows)]) for k in range(per_scene)]
+    return [build_prompt(row) for row in scene_rows(scene_index, per_scene)]
 
 
 def synthetic_frames(n_frames: int, height: int = 480, width: int = 640, seed: int = 0) -> list[np.ndarray]:

@@ -18,10 +18,12 @@ import torch
 from . import __doc__ as PACKAGE_DOC
 from .build import VGGT_WEIGHTS, section_build
 from .context import FULL, TINY, Ctx, Sizes, oom_line, rnd
+from .decoding import section_decode
 from .e2e import section_e2e
 from .machine import section_env, section_micro
 from .profiling import section_profile
 from .targets import TARGETS, section_projection, section_targets
+from .training import section_train
 from .vggt import section_vggt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +35,8 @@ SECTIONS = [
     ("vggt", section_vggt),
     ("build", section_build),
     ("e2e", section_e2e),
+    ("train", section_train),
+    ("decode", section_decode),
     ("projection", section_projection),
     ("targets", section_targets),
     ("profile", section_profile),
@@ -136,6 +140,7 @@ def main(argv=None) -> int:
     selected = set(args.sections.split(",")) if args.sections else {n for n, _ in SECTIONS}
     if not args.profile:
         selected.discard("profile")
+    ctx.order = [n for n, _ in SECTIONS if n in selected]
     torch.manual_seed(0)
     try:
         for name, fn in SECTIONS:

@@ -35,18 +35,30 @@ class Sizes:
     decode_batches: list[int]
     matmul_n: int
     reps: int
+    video_frames: int  # frames of each scene's source video (the cold pass's loader samples `frames` of them)
+    train_questions: int  # questions in the training section's scene (one packed sequence)
+    train_separate: int  # separate samples measured at most (fewer when time is short)
+    lora_rank: int  # LoRA rank of the training section (alpha = 2 x rank, as the paper's 256 / 512)
+    memory_batches: list[int]  # the decode section's batch sizes (old copy + repeat vs shared prefix)
+    memory_repeats: int
 
 
 FULL = Sizes(
     vggt_frames=[8, 16, 32, 64], target_frames=32, scenes=8, questions_per_scene=18, frames=32,
     frame_hw=(480, 640), batch_size=18, baseline_questions=8, max_new_tokens=16,
-    decode_batches=[1, 8, 18, 32], matmul_n=8192, reps=3,
+    decode_batches=[1, 8, 18, 32], matmul_n=8192, reps=3, video_frames=128,
+    train_questions=18, train_separate=18, lora_rank=256, memory_batches=[1, 2, 4, 8, 16], memory_repeats=2,
 )
 TINY = Sizes(
     vggt_frames=[2, 4, 8], target_frames=8, scenes=2, questions_per_scene=18, frames=8,
     frame_hw=(48, 64), batch_size=18, baseline_questions=3, max_new_tokens=8,
-    decode_batches=[1, 4, 8], matmul_n=256, reps=2,
+    decode_batches=[1, 4, 8], matmul_n=256, reps=2, video_frames=24,
+    train_questions=18, train_separate=3, lora_rank=8, memory_batches=[1, 2, 4, 8, 16], memory_repeats=1,
 )
+
+# Seconds a section is expected to take at full size on an H100 (estimates, not measurements):
+# an earlier section keeps this much of --time-budget for the selected sections after it.
+SECTION_ESTIMATE_S = {"e2e": 150.0, "train": 90.0, "decode": 30.0, "profile": 20.0}
 
 
 # ---------------------------------------------------------------- figures for the JSON
@@ -111,6 +123,7 @@ class Ctx:
         self.peak_tflops = None  # dense bf16 peak assumed (env), else the measured matmul rate (micro)
         self.hbm_tbps = None
         self.tmp = None  # the feature cache's temp folder, removed at the end unless --cache-dir
+        self.order: list[str] = []  # the sections of this run that will run, in order (set by __main__)
 
     @property
     def cuda(self) -> bool:
@@ -125,6 +138,12 @@ class Ctx:
     def reserve(self, seconds: float) -> float:
         """Seconds to keep for later work at full size; --tiny never stops early."""
         return 0.0 if self.args.tiny else seconds
+
+    def after(self, section: str) -> float:
+        """Estimated seconds of the selected sections after `section` (SECTION_ESTIMATE_S): what
+        `section` must leave of the budget. Add it to a reserve (--tiny: `reserve` makes it 0)."""
+        later = self.order[self.order.index(section) + 1:] if section in self.order else []
+        return sum(SECTION_ESTIMATE_S.get(name, 0.0) for name in later)
 
     def log(self, msg: str) -> None:
         print(f"[{self.elapsed():7.1f}s] {msg}", flush=True)

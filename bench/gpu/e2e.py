@@ -1,10 +1,13 @@
 """End to end on a VSI-like workload: scenes x questions, synthetic frames in memory.
 
-  prepare_scenes   frames -> PreparedClip per scene (CPU preprocessing, timed apart) + prompts
+  prepare_scenes   scene files (a video per scene, `scenes.py`) and each read once into a
+                   PreparedClip (CPU decode + preprocessing, timed apart) + prompts
   warm_up          every kernel family once (encoders, fusion, prefill, batched decode, HF generate)
   run_baseline     peer-style: per question SpaceMind.encode + SpaceMind.answer_alone (batch 1,
                    the full prompt through transformers' generate), on a sample of the questions
-  cold_pass        per scene: encode, FeatureCache.put, then `answer_scene`
+  cold_pass        per scene: the next scene read ahead on a thread as the local executor reads
+                   it (decode + preprocess), encode, FeatureCache.put, then `answer_scene`; how
+                   long the model waits for the loader and for the cache write (`gpu_idle`)
   warm_pass        per scene: FeatureCache.get (page cache dropped first), then `answer_scene`
   answer_scene     fuse, prefill once, then the scene's questions through the library's one
                    scene-answering routine (`models.answering.answer_questions`)
@@ -46,25 +49,34 @@ class Scenes:
     prompts: list[list[str]]  # questions_per_scene VSI-Bench prompts per scene
     keys: list[str]  # feature-cache key per scene
     preprocess_s: list[float]  # CPU preprocessing seconds per scene
+    refs: list  # SceneRef per scene: the files the cold pass's loader reads
+    decode_s: list[float]  # CPU decoding seconds per scene (sampled frames of its file)
+    source: str  # what the scene files are
 
     def __len__(self) -> int:
         return len(self.clips)
 
 
-def prepare_scenes(ctx: Ctx) -> Scenes:
-    from bench.workload import scene_prompts, synthetic_frames
-    from spacemind_cli.models.preprocess import prepare
+def prepare_scenes(ctx: Ctx, folder: Path) -> Scenes:
+    """Write every scene's file under `folder`, then read each once (sequentially, the CPU
+    otherwise idle: its decode and preprocess seconds) for the baseline and the warm-up; the
+    cold pass reads them again, ahead, as the job does."""
+    from bench.workload import scene_prompts
+
+    from .scenes import describe, read_scene, source_frames, write_scene
 
     z = ctx.sizes
-    clips, prep_s = [], []
-    for i in range(z.scenes):
-        frames = synthetic_frames(z.frames, *z.frame_hw, seed=1000 + i)
-        t0 = time.perf_counter()
-        clips.append(prepare(frames, ctx.sm.config.preprocess))
-        prep_s.append(time.perf_counter() - t0)
+    refs = [write_scene(folder, f"scene_{i:04d}", source_frames(z.frames, z.video_frames, z.frame_hw, seed=1000 + i))
+            for i in range(z.scenes)]
+    clips, prep_s, dec_s = [], [], []
+    for ref in refs:
+        clip, timing = read_scene(ref, z.frames, ctx.sm.config.preprocess)
+        clips.append(clip)
+        dec_s.append(timing["decode_s"])
+        prep_s.append(timing["preprocess_s"])
     prompts = [scene_prompts(i, z.questions_per_scene) for i in range(z.scenes)]
     keys = [f"bench-scene-{i:04d}-f{z.frames}" for i in range(z.scenes)]
-    return Scenes(clips, prompts, keys, prep_s)
+    return Scenes(clips, prompts, keys, prep_s, refs, dec_s, describe(refs[0], z.video_frames, z.frames))
 
 
 def workload_figures(ctx: Ctx, scenes: Scenes) -> dict:
@@ -107,7 +119,7 @@ def run_baseline(ctx: Ctx, scenes: Scenes, notes: list[str]) -> tuple[dict, list
     mem = Mem(ctx, base_bytes=param_bytes(sm))
     with mem:
         for si, qi in picks:
-            if ctx.left() < ctx.reserve(60) and rows:
+            if ctx.left() < ctx.reserve(60 + ctx.after("e2e")) and rows:
                 notes.append(f"baseline stopped after {len(rows)} questions (time budget)")
                 break
             ctx.sync()
@@ -177,27 +189,42 @@ def open_cache(ctx: Ctx):
     return FeatureCache(ctx.tmp / "cache", create=True)
 
 
-def cold_pass(ctx: Ctx, scenes: Scenes, cache, notes: list[str]) -> tuple[dict, dict[tuple[int, int], str]]:
-    """Encode, write the cache entry (synchronously, as the job does), answer. -> (summary,
-    {(scene, question): answer})."""
-    sm = ctx.sm
+def cold_pass(ctx: Ctx, scenes: Scenes, cache, notes: list[str]) -> tuple[dict, dict[tuple[int, int], str], list]:
+    """As the answer job runs a cold scene with the local executor: the scene read ahead on a
+    thread (decode + preprocess) while the model works on the previous one, encode, the cache
+    entry written synchronously, answer. -> (summary, {(scene, question): answer}, per scene
+    (its stage row, its load {"wait_s", "decode_s", "preprocess_s"}) for `gpu_idle`).
+
+    Scene 0's wait is the pipeline filling (nothing to overlap with; a job pays it once): it is
+    kept out of the per-scene stages, the later scenes' waits are the stage `wait_loader_s`."""
+    from .scenes import ReadAhead, read_scene
+
+    sm, z = ctx.sm, ctx.sizes
     answers: dict[tuple[int, int], str] = {}
-    rows, entry_bytes = [], None
+    rows, loads, entry_bytes = [], [], None
     mem = Mem(ctx, base_bytes=param_bytes(sm))
-    with mem:
+
+    def read(ref):
+        return read_scene(ref, z.frames, sm.config.preprocess)
+
+    with mem, ReadAhead(scenes.refs, read) as loader:
         t_pass = time.perf_counter()
         for si in range(len(scenes)):
-            if ctx.left() < ctx.reserve(40) and rows:
+            if ctx.left() < ctx.reserve(40 + ctx.after("e2e")) and rows:
                 notes.append(f"cold pass stopped after {len(rows)} scenes (time budget)")
                 break
             row = {}
+            (clip, timing), waited = loader.next()
+            loads.append({"wait_s": waited, **timing})
+            if si:
+                row["wait_loader_s"] = waited
             ctx.sync()
             t0 = time.perf_counter()
-            enc = sm.encode(scenes.clips[si])
+            enc = sm.encode(clip)
             ctx.sync()
             row["encode_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            path = cache.put(scenes.keys[si], {"scene": si, "num_frames": ctx.sizes.frames}, enc.tensors(),
+            path = cache.put(scenes.keys[si], {"scene": si, "num_frames": z.frames}, enc.tensors(),
                              fingerprint="bench-random-weights")
             row["cache_write_s"] = time.perf_counter() - t0
             entry_bytes = sum(t.numel() * t.element_size() for t in enc.tensors().values())
@@ -205,11 +232,52 @@ def cold_pass(ctx: Ctx, scenes: Scenes, cache, notes: list[str]) -> tuple[dict, 
             prefix, texts = answer_scene(ctx, enc, si, scenes.prompts[si], row, notes)
             answers.update({(si, qi): text for qi, text in enumerate(texts)})
             rows.append(row)
-            del enc, prefix
+            del enc, prefix, clip
         total = time.perf_counter() - t_pass
-    summary = pass_summary(rows, total, ctx.sizes.questions_per_scene, mem)
+    summary = pass_summary(rows, total, z.questions_per_scene, mem)
     summary["cache_entry_tensor_bytes"] = entry_bytes
-    return summary, answers
+    summary["pipeline_fill_s"] = rnd(loads[0]["wait_s"], 5) if loads else None
+    return summary, answers, [(r, load) for r, load in zip(rows, loads)]
+
+
+GPU_STAGES = ("encode_s", "fuse_s", "prefill_s", "generate_s")  # the model works (synchronised)
+
+
+def gpu_idle(per_scene: list, source: str) -> dict:
+    """Per cold scene: how long the model waited for the loader and for the cache write (the GPU
+    has nothing queued during either), its busy time, and the loader's slack: how much longer
+    reading this scene could have taken before the model waited (it was read while the model
+    worked on the previous scene and wrote its entry)."""
+    rows = []
+    for i, (row, load) in enumerate(per_scene):
+        busy = sum(row.get(k, 0.0) for k in GPU_STAGES)
+        loader = load["decode_s"] + load["preprocess_s"]
+        r = {"scene": i, "wait_loader_s": load["wait_s"], "cache_write_s": row["cache_write_s"],
+             "idle_s": load["wait_s"] + row["cache_write_s"], "busy_s": busy,
+             "loader_decode_s": load["decode_s"], "loader_preprocess_s": load["preprocess_s"], "loader_s": loader}
+        if i:
+            prev_row, _ = per_scene[i - 1]
+            r["slack_s"] = sum(prev_row.get(k, 0.0) for k in GPU_STAGES) + prev_row["cache_write_s"] - loader
+        rows.append(r)
+    steady = rows[1:]  # scene 0 waits for the pipeline to fill, once per job
+    idle, busy = sum(r["idle_s"] for r in steady), sum(r["busy_s"] for r in steady)
+    return {
+        "what": "per cold scene (as the answer job with the local executor runs it): wait_loader_s = the model "
+        "blocked on the read-ahead thread for this scene (decode + preprocess not finished), cache_write_s = the "
+        "synchronous FeatureCache.put; idle_s = their sum, busy_s = encode + fuse + prefill + answering; slack_s = "
+        "the previous scene's busy + cache write - this scene's loader time (negative: the model waited)",
+        "scene_source": source,
+        "per_scene": [{k: rnd(v, 5) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+        "pipeline_fill_s": rnd(rows[0]["wait_loader_s"], 5) if rows else None,
+        "scenes_after_first": len(steady),
+        "idle_s_per_scene": rnd(mean([r["idle_s"] for r in steady]), 5),
+        "wait_loader_s_per_scene": rnd(mean([r["wait_loader_s"] for r in steady]), 5),
+        "cache_write_s_per_scene": rnd(mean([r["cache_write_s"] for r in steady]), 5),
+        "busy_s_per_scene": rnd(mean([r["busy_s"] for r in steady]), 5),
+        "loader_s_per_scene": rnd(mean([r["loader_s"] for r in rows]), 5),
+        "min_slack_s": rnd(min((r["slack_s"] for r in steady), default=None), 5),
+        "idle_fraction": rnd(ratio(idle, idle + busy), 4),
+    }
 
 
 def warm_pass(ctx: Ctx, scenes: Scenes, cache, n_scenes: int, notes: list[str]) -> dict:
@@ -223,7 +291,7 @@ def warm_pass(ctx: Ctx, scenes: Scenes, cache, n_scenes: int, notes: list[str]) 
     with mem:
         t_pass = time.perf_counter()
         for si in range(n_scenes):
-            if ctx.left() < ctx.reserve(25) and rows:
+            if ctx.left() < ctx.reserve(25 + ctx.after("e2e")) and rows:
                 notes.append(f"warm pass stopped after {len(rows)} scenes (time budget)")
                 break
             row = {}
@@ -305,7 +373,7 @@ def decode_scaling(ctx: Ctx, prompts: list[str], notes: list[str]) -> list[dict]
     pool = prompts * (1 + max(z.decode_batches) // len(prompts))
     out = []
     for b in z.decode_batches:
-        if ctx.left() < ctx.reserve(15):
+        if ctx.left() < ctx.reserve(15 + ctx.after("e2e")):
             notes.append(f"decode scaling stopped before batch {b} (time budget)")
             break
         try:
@@ -344,10 +412,12 @@ def section_e2e(ctx: Ctx) -> dict:
 
     ctx.log(f"e2e: {z.scenes} scenes x {z.questions_per_scene} questions, {z.frames} frames, "
             f"synthetic {z.frame_hw[1]}x{z.frame_hw[0]} frames")
-    scenes = prepare_scenes(ctx)
+    scenes = prepare_scenes(ctx, ctx.tmp / "scenes")
     ctx.prompts = scenes.prompts[0]
     res["workload"] = workload_figures(ctx, scenes)
+    res["workload"]["scene_source"] = scenes.source
     res["cpu_preprocess_s_per_scene"] = rnd(mean(scenes.preprocess_s), 4)
+    res["cpu_decode_s_per_scene"] = rnd(mean(scenes.decode_s), 4)
 
     ctx.log("e2e: warmup")
     res["warmup_s"] = rnd(warm_up(ctx, scenes), 3)
@@ -355,8 +425,11 @@ def section_e2e(ctx: Ctx) -> dict:
     res["baseline"], base_rows = run_baseline(ctx, scenes, notes)
     ctx.log(f"e2e: baseline {res['baseline']['per_question_s']} s/question")
 
-    res["cold"], answers = cold_pass(ctx, scenes, cache, notes)
+    res["cold"], answers, per_scene = cold_pass(ctx, scenes, cache, notes)
     ctx.log(f"e2e: cold {res['cold']['questions_per_s']} questions/s")
+    res["gpu_idle"] = gpu_idle(per_scene, scenes.source)
+    ctx.log(f"e2e: cold GPU idle {res['gpu_idle']['idle_s_per_scene']} s/scene "
+            f"(fraction {res['gpu_idle']['idle_fraction']})")
     res["warm"] = warm_pass(ctx, scenes, cache, res["cold"]["scenes"], notes)
     ctx.log(f"e2e: warm {res['warm']['questions_per_s']} questions/s")
 

@@ -45,6 +45,7 @@ def section_env(ctx: Ctx) -> dict:
         "dtype": str(ctx.dtype).removeprefix("torch."),
         "flash_attn_installed": has_flash_attn(),
         "time_budget_s": ctx.budget,
+        "packages": package_versions(("peft", "accelerate", "av", "pyarrow", "psutil")),
     }
     peak, hbm, label, source = None, None, None, None
     if ctx.cuda:
@@ -71,6 +72,19 @@ def section_env(ctx: Ctx) -> dict:
     env["hbm_tbps"] = hbm
     ctx.peak_tflops, ctx.hbm_tbps = peak, hbm
     return env
+
+
+def package_versions(names) -> dict[str, str | None]:
+    """Installed versions (None: missing): the train section needs peft, the e2e videos PyAV."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def section_micro(ctx: Ctx) -> dict:

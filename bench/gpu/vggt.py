@@ -162,7 +162,7 @@ def section_vggt(ctx: Ctx) -> dict:
         "flops": {str(S): {k: rnd(v / 1e12, 4) for k, v in vggt_flops(cfg, S, cfg.img_size, cfg.img_size).items()}
                   for S in sizes},
     }
-    reserve = ctx.reserve(150.0)  # keep time for the end-to-end section
+    reserve = ctx.reserve(ctx.after("vggt"))  # keep time for the later sections (end to end, training, ...)
     for name, (weights, kept, _) in CONFIGURATIONS.items():
         want = torch.float32 if weights == "fp32" else ctx.dtype
         if next(vggt.parameters()).dtype != want:

@@ -1,0 +1,69 @@
+"""The decode section: decode memory and time against batch size, shared prefix vs the old deep
+copy + repeat, on the device, with the InternVL3-8B-shaped LLM already built (Qwen2.5-7B shapes,
+bf16) and a prefix as long as the end-to-end workload's (32 frames: ~8.2k tokens).
+
+The measurement is `bench.decode.measure` (see its docstring): per batch size (1, 2, 4, 8, 16) both
+paths on the same prefilled prefix, seconds per batch, key/value bytes held, and the peak bytes
+a call allocates above what was live before it (`torch.cuda.max_memory_allocated`). The goal
+"prefix memory independent of batch size" is judged on what one extra row adds to the peak
+(least-squares slope over the batch sizes): the old path adds a copy of the prefix's keys/values
+plus the row's own work (its suffix's activations and keys/values); the shared-prefix path should
+add only the row's own work. So the saving per extra row, old slope - new slope, in prefixes
+(/ the prefix's key/value bytes) must be at least PREFIX_SAVING_MIN: ~1 when no row copies the
+prefix, ~0 for a path that copies it per row. The new path's own slope is reported beside it
+(the row's own work: at full size mostly the MLP activations of its ~50-130 suffix tokens).
+"""
+
+from __future__ import annotations
+
+from .context import Ctx, ratio, rnd
+
+PREFIX_SAVING_MIN = 0.9  # (old - new) peak bytes per extra row / the prefix's key/value bytes, at least
+
+
+def decode_sizes(ctx: Ctx):
+    """bench.decode.Sizes describing ctx.sm's LLM and the workload's prefix and questions."""
+    from bench.decode import Sizes
+    from bench.workload import scene_prompts
+
+    sm, z = ctx.sm, ctx.sizes
+    t = sm.internvl.config.text_config
+    prompts = ctx.prompts or scene_prompts(0, 8)
+    return Sizes(hidden=t.hidden_size, layers=t.num_hidden_layers, heads=t.num_attention_heads,
+                 kv_heads=t.num_key_value_heads, intermediate=t.intermediate_size, vocab=t.vocab_size,
+                 prefix_len=len(sm.prefix_ids(z.frames)), suffix_lens=[len(sm.suffix_ids(p)) for p in prompts[:8]],
+                 max_new_tokens=z.max_new_tokens, batches=list(z.memory_batches), repeats=z.memory_repeats,
+                 dtype=str(sm.dtype).removeprefix("torch."))
+
+
+def section_decode(ctx: Ctx) -> dict:
+    from bench.decode import measure
+    from spacemind_cli.models import internvl
+
+    if ctx.sm is None:
+        raise RuntimeError("the model was not built (see the build section)")
+    sizes = decode_sizes(ctx)
+    ctx.log(f"decode: prefix {sizes.prefix_len} tokens, batches {sizes.batches}, old copy + repeat vs shared prefix")
+    res = measure(ctx.device, sizes, log=lambda m: ctx.log(f"  {m}"), parts=internvl.parts(ctx.sm.internvl))
+    res["model"] = "the build section's LLM (InternVL3-8B shape: Qwen2.5-7B), random ids for prefix and suffixes"
+    s, prefix_kv = res["summary"], res["prefix_kv_bytes"]
+    new_row, old_row = s.get("new_peak_extra_bytes_per_row"), s.get("old_peak_extra_bytes_per_row")
+    saving = None if new_row is None or old_row is None else ratio(old_row - new_row, prefix_kv)
+    res["goal"] = {
+        "what": "prefix memory independent of batch size: per extra row, the shared-prefix path's peak grows by at "
+        f"least {PREFIX_SAVING_MIN:g} of a prefix (its key/value bytes) less than the old path's, which copies the "
+        "prefix per row (slopes of peak_extra_bytes over the batch sizes; both paths pay the row's own work)",
+        "prefix_kv_bytes": prefix_kv,
+        "new_peak_growth_per_row_bytes": new_row, "old_peak_growth_per_row_bytes": old_row,
+        "saving_per_row_vs_prefix_kv": rnd(saving, 4),
+        "new_growth_per_row_vs_prefix_kv": rnd(ratio(new_row, prefix_kv), 4),
+        "old_growth_per_row_vs_prefix_kv": rnd(ratio(old_row, prefix_kv), 4),
+        "min_saving": PREFIX_SAVING_MIN,
+        "met": None if saving is None else saving >= PREFIX_SAVING_MIN,
+        "tokens_equal_everywhere": s["tokens_equal_everywhere"],
+    }
+    largest = res["batches"][-1]
+    res["largest_batch"] = {"batch": largest["batch"], "time_old_vs_new": largest["ratios_old_vs_new"]["time"],
+                            "peak_old_vs_new": largest["ratios_old_vs_new"]["peak_extra_bytes"]}
+    ctx.cleanup()
+    return res
