@@ -77,7 +77,8 @@ class RayExecutor:
         self.pool_size = (num_gpus or self.gpus_in_cluster) if self.use_gpu else (actors or 1)
         # One node: start the model actors now, so that their start-up (a process, torch and
         # transformers imported) runs while the driver settles the job and plans it.
-        self.node = NodeRoute(self.pool_size, self.use_gpu) if ray_runtime.alive_nodes() == 1 else None
+        self.single_node = ray_runtime.alive_nodes() == 1
+        self.node = NodeRoute(self.pool_size, self.use_gpu) if self.single_node else None
 
     def uses_gpu(self) -> bool:
         return self.use_gpu
@@ -86,12 +87,17 @@ class RayExecutor:
             on_result: Callable[[ItemResult], None]) -> dict:
         items = list(items)
         actors = min(self.pool_size, max(1, len(items)))
-        if self.node is not None:
-            self.node.run(items, stage, settings, on_result)
+        if self.single_node:
+            node = self.node or NodeRoute(self.pool_size, self.use_gpu)
+            self.node = None
+            try:
+                node.run(items, stage, settings, on_result)
+            finally:
+                node.close()  # its CPUs and GPUs go back to Ray (a training job needs them next)
         else:
             _run_dataset(items, stage, settings, on_result, actors=actors, use_gpu=self.use_gpu,
                          items_per_call=self.items_per_call)
-        return {"executor": self.name, "route": "node" if self.node else "dataset", "actors": actors,
+        return {"executor": self.name, "route": "node" if self.single_node else "dataset", "actors": actors,
                 "gpus": self.use_gpu}
 
     def close(self) -> None:
