@@ -66,7 +66,7 @@ class LocalRuntime:
 
         return pick_device(requested)
 
-    def prepare(self, module):
+    def prepare(self, module, shard: bool = False):
         return module
 
     def all_reduce_sum(self, values: list[float]) -> list[float]:

@@ -35,11 +35,15 @@ class RayTrainRuntime:
 
         return str(ray.train.torch.get_device()) if requested is None else requested
 
-    def prepare(self, module):
+    def prepare(self, module, shard: bool = False):
         import ray.train.torch
 
         if self.world_size == 1:
             return module
+        if shard:
+            from spacemind_cli.training.parallel import shard as fully_shard
+
+            return fully_shard(module, self)
         return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy="ddp",
                                              parallel_strategy_kwargs={"find_unused_parameters": False})
 

@@ -274,3 +274,36 @@ def test_eval_questions_are_scored_during_training(dataset, tiny_ckpt, tmp_path)
     assert [s for s, _ in evals] == [2, 4]
     for _, e in evals:
         assert e["benchmark"] == "vsibench" and 0 <= e["overall"] <= 100 and e["questions"] == len(dataset["rows"])
+
+
+@pytest.mark.ray
+def test_fsdp_shards_the_model_over_two_workers_learns_the_same_and_resumes(dataset, tiny_ckpt, tmp_path):
+    """--fsdp: FSDP2 over the LLM's decoder layers and the rest; the trained tensors gathered for
+    saving and export equal what replicated (DDP) training learns, and a worker lost mid-run
+    resumes from the gathered state to the same weights."""
+    import psutil
+    import torch
+
+    ddp, fsdp, lost = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "fsdp-lost"
+    _api_train(dataset, tiny_ckpt, ddp, executor="ray", num_workers=2)
+    _api_train(dataset, tiny_ckpt, fsdp, executor="ray", num_workers=2, config={"fsdp": True})
+    a, b = trained_tensors(ddp), trained_tensors(fsdp)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+    killed = []
+
+    def kill_a_worker(event):
+        if event.get("step") == 4 and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+                    killed.append(proc.info["pid"])
+                    break
+
+    _api_train(dataset, tiny_ckpt, lost, executor="ray", num_workers=2, config={"fsdp": True}, progress=kill_a_worker)
+    assert killed
+    c = trained_tensors(lost)
+    for k in b:
+        assert torch.equal(b[k], c[k]), k

@@ -5,7 +5,7 @@
   read_scene    decode the sampled frames (`scenes.load_clip`, the paper's sampling) and preprocess
                 them for both encoders (`models.preprocess.prepare`): what the job's loader does per
                 scene (`jobs/stages/load.py: read_scene`), timed in two parts
-  ReadAhead     the local executor's read-ahead (`pipelines/local.py`: READ_AHEAD scenes read on a
+  ReadAhead     the local executor's read-ahead (`jobs.stages.load_ahead`: scenes read on a
                 thread while the model works), timing how long the model waits for each scene
 
 The frames are the workload's synthetic ones (`bench.workload.synthetic_frames`): `frames` smooth
@@ -105,16 +105,17 @@ def read_scene(ref, frames: int, preprocess) -> tuple[object, dict[str, float]]:
 
 
 class ReadAhead:
-    """Scenes read in order on READ_AHEAD threads while the caller works, as the local executor
-    reads them (`pipelines/local.py`). `next()` -> (result of read(item), seconds the caller
-    waited for it)."""
+    """Scenes read in order on `readers` threads while the caller works, as the local executor
+    reads them (`jobs.stages.load_ahead`, default `reader_threads()`: the machine's CPUs but one).
+    `next()` -> (result of read(item), seconds the caller waited for it)."""
 
-    def __init__(self, items: list, read):
-        from pipelines.local import READ_AHEAD
+    def __init__(self, items: list, read, readers: int | None = None):
+        from spacemind_cli.jobs.stages import reader_threads
 
+        readers = readers or reader_threads()
         self.items, self.read = list(items), read
-        self.pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="bench-load")
-        self.pending = [self.pool.submit(read, item) for item in self.items[:READ_AHEAD]]
+        self.pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="bench-load")
+        self.pending = [self.pool.submit(read, item) for item in self.items[:readers]]
         self.submitted = len(self.pending)
 
     def next(self):

@@ -64,8 +64,8 @@ def plan_cost(*, scenes: int, per_scene: int, pack_size: int, batch: int, epochs
               optimizer_s: float) -> dict:
     """GPU-seconds of the run `spacemind train` would make of `scenes` x `per_scene` questions: its
     StepPlan (packs of <= pack_size questions of one scene, split at step boundaries) and, for
-    `world` data-parallel workers, worker_share (whole packs per worker, fillers running a pack
-    with zero loss weight). A step lasts its busiest worker's packs + the optimizer; every worker
+    `world` data-parallel workers, worker_share (whole packs per worker, a step's biggest packs
+    halved when the workers outnumber them, fillers running a pack with zero loss weight). A step lasts its busiest worker's packs + the optimizer; every worker
     is held for it. Gradient all-reduce and data loading are not counted."""
     from spacemind_cli.training.schedule import StepPlan, worker_share
 

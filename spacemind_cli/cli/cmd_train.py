@@ -85,6 +85,7 @@ def train(
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Steps between evaluations (0: at the end only)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Steps between saved states (a rerun resumes from the last)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the LLM's activations in the backward pass (the 8B model on one GPU)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
     seed: int = typer.Option(0, "--seed"),
     dtype: str = opt.DTYPE,
     vggt_weights: str = opt.VGGT_WEIGHTS,
@@ -100,7 +101,7 @@ def train(
         epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, batch_size=batch_size,
         pack_size=pack_size, train=tuple(p.strip() for p in train_parts.split(",") if p.strip()),
         lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every, eval_every=eval_every,
-        gradient_checkpointing=gradient_checkpointing, fusion=fusion,
+        gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
         cgmf_off=tuple(p.strip() for p in cgmf_off.split(",") if p.strip()),
     )
     options = opt.run_options(

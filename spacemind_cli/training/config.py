@@ -37,6 +37,7 @@ class TrainConfig:
     save_every: int = 500  # steps between saved training states (and always at the end)
     eval_every: int = 0  # steps between evaluations on --eval-questions (0: at the end only)
     gradient_checkpointing: bool = False  # in the LLM (GPU runs of the 8B model want it)
+    fsdp: bool = False  # shard the model over the Ray Train workers (FSDP2) when one GPU's memory is short
     # CGMF ablations (the paper's Table 4): parts switched off, or no fusion at all (LoRA only)
     fusion: str = "cgmf"  # cgmf | none
     cgmf_off: tuple[str, ...] = ()  # of CGMF_PARTS

@@ -25,7 +25,6 @@ from .config import TrainConfig
 log = logging.getLogger(__name__)
 
 ADAPTER = "lora"
-PROJECTOR_KEY = "base_model.model.model.multi_modal_projector."  # PEFT's name for modules_to_save tensors
 
 
 def link_folder(src: Path, dst: Path) -> None:
@@ -50,7 +49,8 @@ def _component(base: Path, ref: str, what: str, out: Path, name: str, trusted) -
     return name
 
 
-def export_checkpoint(spec, model, cfg: TrainConfig) -> Path:
+def export_checkpoint(spec, model, cfg: TrainConfig, tensors: dict) -> Path:
+    """`tensors`: `parallel.export_tensors` (full CGMF, LoRA and projector tensors by name)."""
     from safetensors.torch import save_file
 
     out = Path(spec.output)
@@ -64,9 +64,9 @@ def export_checkpoint(spec, model, cfg: TrainConfig) -> Path:
     config.fusion = "cgmf" if sm.fusion is not None else "none"
     if sm.fusion is not None:
         config.cgmf = sm.fusion.config
-        state = {k: v.detach().float().cpu().contiguous() for k, v in sm.fusion.state_dict().items()}
+        state = {k.removeprefix("fusion."): v for k, v in tensors.items() if k.startswith("fusion.")}
         atomic_write(out / config.fusion_weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    config.lora = _write_adapter(out / ADAPTER, model, cfg)
+    config.lora = _write_adapter(out / ADAPTER, model, cfg, tensors)
     # the frames the model was trained on are the ones it should be asked with
     config.num_frames, config.sampling = spec.settings.num_frames, spec.settings.sampling
     config.versions = versions()
@@ -75,30 +75,31 @@ def export_checkpoint(spec, model, cfg: TrainConfig) -> Path:
     return out
 
 
-def _write_adapter(folder: Path, model, cfg: TrainConfig) -> str | None:
-    """The LoRA adapter (PEFT format) and the trained projector, or None when neither was trained."""
-    from safetensors.torch import load_file, save_file
+def adapter_key(name: str) -> str:
+    """A trained parameter's name in the SpaceMind -> its key in a PEFT adapter file."""
+    return "base_model.model." + name.removeprefix("internvl.").replace(".default.", ".")
 
-    projector = {}
-    if "projector" in cfg.train:
-        proj = model.sm.internvl.model.multi_modal_projector
-        projector = {PROJECTOR_KEY + k: v.detach().float().cpu().contiguous() for k, v in proj.state_dict().items()}
-    if model.peft is None and not projector:
+
+def _write_adapter(folder: Path, model, cfg: TrainConfig, tensors: dict) -> str | None:
+    """The LoRA adapter in PEFT's format (adapter_config.json + adapter_model.safetensors) and the
+    trained projector as `modules_to_save` tensors, or None when neither was trained."""
+    from safetensors.torch import save_file
+
+    lora = {adapter_key(k): v for k, v in tensors.items() if ".lora_" in k}
+    projector = {adapter_key(k): v for k, v in tensors.items()
+                 if "projector" in cfg.train and k.startswith("internvl.model.multi_modal_projector.")}
+    if not lora and not projector:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "adapter_model.safetensors"
     if model.peft is not None:
-        model.peft.save_pretrained(str(folder), safe_serialization=True)
-        (folder / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
-        tensors = load_file(str(weights))
+        model.peft.peft_config["default"].save_pretrained(str(folder))
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
     else:
-        tensors = {}
         adapter_config = {"peft_type": "LORA", "r": cfg.lora_rank, "lora_alpha": cfg.lora_alpha, "target_modules": []}
     if projector:
-        tensors = {k: v.float().contiguous() for k, v in tensors.items()} | projector
         adapter_config["modules_to_save"] = ["multi_modal_projector"]
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    weights = lora | projector
+    atomic_write(folder / "adapter_model.safetensors", lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
     atomic_write_text(folder / "adapter_config.json", lambda fh: fh.write(json.dumps(adapter_config, indent=2) + "\n"))
     return ADAPTER
 

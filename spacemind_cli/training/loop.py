@@ -26,6 +26,7 @@ import torch
 
 from ..errors import CacheError
 from ..jobs.settings import JobSettings
+from . import parallel
 from .config import TrainConfig
 from .schedule import StepPlan, worker_share
 from .state import latest_state, load_state, read_saved, remove_staging, save_state
@@ -38,7 +39,7 @@ class Runtime(Protocol):
     world_size: int
 
     def device(self, requested: str | None) -> str: ...
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module: ...
+    def prepare(self, module: torch.nn.Module, shard: bool = False) -> torch.nn.Module: ...
     def all_reduce_sum(self, values: list[float]) -> list[float]: ...
     def report(self, metrics: dict, checkpoint: Path | None) -> None: ...
     def restored_checkpoint(self) -> Path | None: ...
@@ -115,15 +116,17 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     targets = [len(seg.answer_ids) + 1 for seg in segments]  # answer tokens + end of turn
     lengths = [len(seg.prompt_ids) + t for seg, t in zip(segments, targets)]
 
+    sharded = cfg.fsdp and runtime.world_size > 1
+    wrapped = runtime.prepare(model, shard=sharded)  # before the optimizer: sharding replaces the parameters
+    params = model.trainable()
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay, fused=device.startswith("cuda"))
+                                  weight_decay=cfg.weight_decay, fused=device.startswith("cuda") and not sharded)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, plan.total_steps))
     state_dir = spec.training_dir / "state"
-    start = _resume(runtime, state_dir, model, optimizer, scheduler, device)
+    start = _resume(runtime, state_dir, model, optimizer, scheduler, device, sharded)
     log_path = spec.training_dir / "log.jsonl"
     if runtime.rank == 0:
         _truncate_log(log_path, start)
-    wrapped = runtime.prepare(model)
     cache = _cache(s)
 
     frames: dict[str, int] = {}  # frames per scene, for the token count
@@ -177,21 +180,25 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
             if progress:
                 progress({**last, "phase": "train"})
         checkpoint = None
-        if (done % cfg.save_every == 0 or done == plan.total_steps) and runtime.rank == 0:
-            checkpoint = save_state(state_dir, done, model.trainable_state(), optimizer.state_dict(),
-                                    {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
-                                     "config": cfg.to_dict()})
+        if done % cfg.save_every == 0 or done == plan.total_steps:
+            trained = parallel.trainable_state(model, sharded)  # gathered: every worker takes part
+            optimizer_state = parallel.optimizer_state(model, optimizer, sharded)
+            if runtime.rank == 0:
+                checkpoint = save_state(state_dir, done, trained, optimizer_state,
+                                        {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
+                                         "config": cfg.to_dict()})
         runtime.report(last, checkpoint)
 
+    tensors = parallel.export_tensors(model, sharded)  # gathered: every worker takes part
     if runtime.rank == 0:
         if start >= plan.total_steps:  # a rerun of a finished run: the last state is the result
             last = {"step": plan.total_steps, "resumed_finished_run": True}
-        export_checkpoint(spec, model, cfg)
+        export_checkpoint(spec, model, cfg, tensors)
     return {"steps": plan.total_steps, "resumed_from": start, "last": last,
             "wall_s": round(time.perf_counter() - t_run, 3)}
 
 
-def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str) -> int:
+def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str, sharded: bool) -> int:
     """Load the newest saved state (ours, or the one Ray Train restores after a lost worker);
     returns the optimizer steps already done."""
     if runtime.rank == 0:
@@ -203,9 +210,9 @@ def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, devi
     saved = max((c for c in candidates if c is not None), key=lambda c: c.step, default=None)
     if saved is None:
         return 0
-    trainable, optimizer_state = load_state(saved, device)
-    model.load_trainable_state(trainable)
-    optimizer.load_state_dict(optimizer_state)
+    trainable, optimizer_state = load_state(saved, "cpu" if sharded else device)
+    parallel.load_trainable_state(model, trainable, sharded)
+    parallel.load_optimizer_state(model, optimizer, optimizer_state, sharded)
     scheduler.load_state_dict(saved.meta["scheduler"])
     log.info("resuming at step %d from %s", saved.step, saved.path)
     return saved.step
