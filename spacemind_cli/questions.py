@@ -109,15 +109,27 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 yield lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
 
 
-def _iter_json(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+JSON_LINES = object()  # read_json_document's answer for JSON Lines in a .json file
+
+
+def read_json_document(path: Path, what: str, *, json_lines_ok: bool = False) -> Any:
+    """The parsed JSON document in `path` (UTF-8, a BOM allowed), or an InputError naming `what`,
+    the file and the line. With `json_lines_ok`, JSON Lines in a .json file (datasets are often
+    renamed so) give JSON_LINES instead of an error."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"question file {path} is not valid UTF-8 (byte {exc.start})") from None
+        raise InputError(f"{what} {path} is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"question file {path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        if json_lines_ok and exc.msg == "Extra data":
+            return JSON_LINES
+        raise InputError(f"{what} {path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    data = read_json_document(path, "question file")
     if isinstance(data, dict) and isinstance(data.get("questions"), list):
         data = data["questions"]
     if not isinstance(data, list):

@@ -158,12 +158,28 @@ def _api_train(dataset, ckpt, out, **kw):
                  cache=out.parent / f"{out.name}-cache", num_frames=4, cpu_threads=1, **kw)
 
 
+def worker_killer_at_step(step: int):
+    """A progress callback that SIGKILLs one Ray Train worker when the log reaches `step`."""
+    import psutil
+
+    killed: list[int] = []
+
+    def kill_a_worker(event):
+        if event.get("step") == step and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+                    killed.append(proc.info["pid"])
+                    break
+
+    return kill_a_worker, killed
+
+
 @pytest.mark.ray
 def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_worker(dataset, tiny_ckpt, tmp_path):
     """DDP over two gloo workers: the loss is scaled so that the step's gradient is the same sum
     over its questions as in one process; a worker killed mid-run is replaced and resumes from the
     last saved state, ending with the same weights."""
-    import psutil
     import torch
 
     local = tmp_path / "local"
@@ -176,15 +192,7 @@ def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
 
-    killed = []
-
-    def kill_a_worker(event):
-        if event.get("step") == 4 and not killed:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                    proc.kill()
-                    killed.append(proc.info["pid"])
-                    break
+    kill_a_worker, killed = worker_killer_at_step(4)
 
     lost = tmp_path / "lost"
     summary = _api_train(dataset, tiny_ckpt, lost, executor="ray", num_workers=2, progress=kill_a_worker)
@@ -281,7 +289,6 @@ def test_fsdp_shards_the_model_over_two_workers_learns_the_same_and_resumes(data
     """--fsdp: FSDP2 over the LLM's decoder layers and the rest; the trained tensors gathered for
     saving and export equal what replicated (DDP) training learns, and a worker lost mid-run
     resumes from the gathered state to the same weights."""
-    import psutil
     import torch
 
     ddp, fsdp, lost = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "fsdp-lost"
@@ -292,15 +299,7 @@ def test_fsdp_shards_the_model_over_two_workers_learns_the_same_and_resumes(data
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
 
-    killed = []
-
-    def kill_a_worker(event):
-        if event.get("step") == 4 and not killed:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                    proc.kill()
-                    killed.append(proc.info["pid"])
-                    break
+    kill_a_worker, killed = worker_killer_at_step(4)
 
     _api_train(dataset, tiny_ckpt, lost, executor="ray", num_workers=2, config={"fsdp": True}, progress=kill_a_worker)
     assert killed

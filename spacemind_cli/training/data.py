@@ -65,6 +65,7 @@ from ..errors import InputError
 from ..prompts import build_prompt
 from ..questions import (
     JSON_EXTS,
+    JSON_LINES,
     JSONL_EXTS,
     PARQUET_EXTS,
     Problem,
@@ -72,6 +73,7 @@ from ..questions import (
     _iter_jsonl,
     _iter_parquet,
     questions_from_records,
+    read_json_document,
 )
 from . import llava, sqa3d
 from .targets import TargetError, target_text
@@ -228,16 +230,9 @@ def _load(path: Path) -> tuple[str, Records, Any]:
 
 
 def _load_json(path: Path) -> tuple[Any, Records]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"training file {path} is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # JSON Lines in a .json file (VSI-590K is often renamed so)
-            return None, list(_iter_jsonl(path))
-        raise InputError(f"training file {path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    data = read_json_document(path, "training file", json_lines_ok=True)
+    if data is JSON_LINES:  # VSI-590K is often renamed .json
+        return None, list(_iter_jsonl(path))
     rows = data.get("questions") if isinstance(data, dict) else data
     if isinstance(data, dict) and sqa3d.sqa3d_kind(data):
         return data, []
