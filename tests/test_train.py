@@ -293,7 +293,9 @@ def test_fsdp_shards_the_model_over_two_workers_learns_the_same_and_resumes(data
 
     ddp, fsdp, lost = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "fsdp-lost"
     _api_train(dataset, tiny_ckpt, ddp, executor="ray", num_workers=2)
-    _api_train(dataset, tiny_ckpt, fsdp, executor="ray", num_workers=2, config={"fsdp": True})
+    _api_train(dataset, tiny_ckpt, fsdp, executor="ray", num_workers=2, config={"fsdp": True, "eval_every": 3},
+               eval_questions=dataset["train"])
+    assert [r["step"] for r in rows(fsdp / "training" / "log.jsonl") if "eval" in r] == [3, 6]  # all workers evaluate
     a, b = trained_tensors(ddp), trained_tensors(fsdp)
     assert a.keys() == b.keys()
     for k in a:

@@ -169,13 +169,15 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
         optimizer.zero_grad(set_to_none=True)
         total_loss, total_tokens = runtime.all_reduce_sum([loss_sum, float(tokens)])
         dt = time.perf_counter() - t0
-        last = {"step": step + 1, "total": plan.total_steps, "epoch": plan.epoch_of(step), "loss": total_loss / step_targets, "lr": lr,
-                "grad_norm": grad_norm, "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
+        last = {"step": step + 1, "total": plan.total_steps, "epoch": plan.epoch_of(step),
+                "loss": total_loss / step_targets, "lr": lr, "grad_norm": grad_norm,
+                "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
                 "tokens": int(total_tokens), "tokens_per_s": total_tokens / dt if dt > 0 else None, "step_s": dt}
         done = step + 1
+        due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
+        if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
+            last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
         if runtime.rank == 0:
-            if spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps):
-                last["eval"] = evaluate(sm, read_table(spec.eval_questions), encoded, s)
             _append_log(log_path, last)  # before the state: a resume drops lines past its step
             if progress:
                 progress({**last, "phase": "train"})
@@ -216,6 +218,21 @@ def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, devi
     scheduler.load_state_dict(saved.meta["scheduler"])
     log.info("resuming at step %d from %s", saved.step, saved.path)
     return saved.step
+
+
+def _evaluate(model, sharded: bool, run):
+    """Eval mode for the answers; sharded, the root's parameters (embeddings, CGMF, head) gathered
+    first, since answering calls the model's parts outside its own forward (the decoder layers
+    gather theirs as they run)."""
+    model.eval()
+    if sharded:
+        model.unshard()
+    try:
+        return run()
+    finally:
+        if sharded:
+            model.reshard()
+        model.train()
 
 
 def _cache(settings: JobSettings):
