@@ -110,6 +110,7 @@ def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, t
             capture_output=True, text=True, env=env, timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "constructor arguments in the object store" not in proc.stderr
         summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
         assert summary["route"] == "dataset"  # a cluster: the Ray Data pipeline
         nodes = {a["node"] for a in summary["actors"] if a["questions"]}
@@ -120,3 +121,18 @@ def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, t
         time.sleep(1)
     leftover = [p for p in psutil.process_iter(["cmdline"]) if f"--gcs-address=127.0.0.1:{port}" in " ".join(p.info["cmdline"] or [])]
     assert not leftover  # the cluster this test started is gone
+
+
+def test_the_cli_on_an_embedded_ray_prints_our_output_not_rays(tiny_ckpt, examples, tmp_path):
+    """The default executor from the command line: Ray's own notices (its actor-argument warning
+    among them) stay out of the user's terminal."""
+    out = tmp_path / "a.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spacemind_cli", "answer", str(examples / "videos"), "--questions",
+         str(examples / "questions.jsonl"), "--checkpoint", str(tiny_ckpt), "--output", str(out), "--num-frames", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "constructor arguments in the object store" not in proc.stderr
+    assert "core_worker" not in proc.stderr
+    assert json.loads(out.with_name(out.name + ".summary.json").read_text())["route"] == "node"
