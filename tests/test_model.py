@@ -245,6 +245,18 @@ def test_vit_resize_and_tensors():
     assert v.shape == (1, 2, 3, 518, 518) and 0 <= float(v.min()) and float(v.max()) <= 1
 
 
+def test_read_only_frames_from_arrow_convert_without_a_warning(recwarn):
+    """Ray Data batches and cache reads hand over read-only views; converting them must not
+    warn in the user's terminal, nor change the values."""
+    cfg = PreprocessConfig()
+    frames = vit_frames([_frame(64, 64)], cfg)
+    read_only = frames.copy()
+    read_only.flags.writeable = False
+    torch.testing.assert_close(vit_tensor(read_only, cfg, "cpu"), vit_tensor(frames, cfg, "cpu"))
+    torch.testing.assert_close(vggt_tensor(read_only, "cpu"), vggt_tensor(frames, "cpu"))
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
 # ----------------------------------------------------------------------------------- prompt
 def test_prompt_has_one_block_per_frame(sm):
     n = sm.tokens_per_frame

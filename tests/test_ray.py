@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples
     s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", batch_size=2, cpu_threads=1,
                         progress=callback)
     s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local", cpu_threads=1)
-    assert s_ray["encoded"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
+    assert state["killed"], "no model actor process was found to kill"
+    # The killed actor may have written its entry before dying; the resent scene then finds it cached.
+    assert s_ray["encoded"] + s_ray["cached"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
     ray_files = {p.name: p.read_bytes() for p in ray_cache.glob("entries/*/*.parquet")}
     local_files = {p.name: p.read_bytes() for p in local_cache.glob("entries/*/*.parquet")}
     assert ray_files.keys() == local_files.keys() and len(ray_files) == 4
@@ -92,8 +95,13 @@ def _ray_cli() -> str:
 @pytest.mark.slow
 def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, tmp_path):
     port = _free_port()
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # Token authentication, set explicitly for every process: left to Ray, the head enables it when
+    # ~/.ray/auth_token exists while a joining node does not, and an earlier in-process ray.init
+    # sets RAY_AUTH_MODE for us, so the verdict would depend on the machine and the test order.
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     head = subprocess.run([_ray_cli(), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                           capture_output=True, text=True, env=env, timeout=180)
@@ -110,7 +118,10 @@ def test_answer_on_a_real_two_node_cluster(tiny_ckpt, examples, local_answers, t
             capture_output=True, text=True, env=env, timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "constructor arguments in the object store" not in proc.stderr
+        # Our actors' warnings stay out of the terminal. (Ray Data's own map workers take their
+        # constructor arguments from the object store and log a line about it per actor; that one
+        # is Ray's, see ray-project/ray#53727, and the embedded route avoids it.)
+        assert "not writable" not in proc.stderr and "UserWarning" not in proc.stderr
         summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
         assert summary["route"] == "dataset"  # a cluster: the Ray Data pipeline
         nodes = {a["node"] for a in summary["actors"] if a["questions"]}

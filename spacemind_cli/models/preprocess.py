@@ -101,15 +101,23 @@ def vit_frames(frames: list[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
     return np.stack([_bicubic(f, cfg.vit_size, cfg.vit_size) for f in frames])
 
 
+def _frames_tensor(frames_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    # Frames that arrive through Arrow (Ray Data batches, the feature cache) are read-only views;
+    # torch would share and warn about them, so those alone are copied.
+    if isinstance(frames_u8, np.ndarray) and not frames_u8.flags.writeable:
+        frames_u8 = frames_u8.copy()
+    return torch.as_tensor(frames_u8)
+
+
 def vggt_tensor(frames_u8: np.ndarray | torch.Tensor, device, dtype=torch.float32) -> torch.Tensor:
     """[S,H,W,3] uint8 -> [1,S,3,H,W] in [0,1] (VGGT normalises with ImageNet stats itself)."""
-    x = torch.as_tensor(frames_u8).to(device)
+    x = _frames_tensor(frames_u8).to(device)
     return (x.permute(0, 3, 1, 2).to(dtype) / 255.0).unsqueeze(0)
 
 
 def vit_tensor(frames_u8: np.ndarray | torch.Tensor, cfg: PreprocessConfig, device, dtype=torch.float32) -> torch.Tensor:
     """[S,h,w,3] uint8 -> [S,3,h,w] normalised pixel values for InternViT."""
-    x = torch.as_tensor(frames_u8).to(device).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    x = _frames_tensor(frames_u8).to(device).permute(0, 3, 1, 2).to(torch.float32) / 255.0
     mean = torch.tensor(cfg.vit_mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.vit_std, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).to(dtype)
