@@ -34,7 +34,7 @@ def extract(
     ray_address: Optional[str] = opt.RAY_ADDRESS,
     num_gpus: Optional[int] = opt.NUM_GPUS,
     actors: Optional[int] = opt.ACTORS,
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes handed to an encoder actor per call under Ray (fewer round trips; each scene is still encoded on its own, so features never depend on it)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes handed to an encoder actor per call on a multi-node Ray cluster (fewer round trips; on one machine actors stream their scenes anyway). Each scene is still encoded on its own, so features never depend on it."),
     dtype: str = opt.DTYPE,
     threads: Optional[int] = opt.THREADS,
     vggt_weights: str = opt.VGGT_WEIGHTS,

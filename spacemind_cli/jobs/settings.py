@@ -5,7 +5,7 @@ checkpoint's files; picklable: Ray ships it to every worker)."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..errors import InputError
 from ..fingerprint import text_digest
@@ -46,10 +46,6 @@ class RunOptions:
             raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.executor == "local" and self.ray_address:
             raise InputError("--ray-address needs --executor ray")
-
-    @classmethod
-    def fields(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)

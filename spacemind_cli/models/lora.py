@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,6 @@ class LoraPair:
     key: str  # adapter key of lora_A (for messages)
     a: str
     b: str
-    scale: float
     r: int = 0
     alpha: float = 0.0
 
@@ -173,7 +171,6 @@ def plan_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
     params = dict(model.named_parameters())
     plan = LoraPlan(path=folder, config=cfg)
     r_default, alpha_default = cfg["r"], cfg["lora_alpha"]
-    rslora = bool(cfg.get("use_rslora", False))
 
     lora: dict[str, dict[str, str]] = {}
     for key in sorted(shapes):
@@ -226,8 +223,7 @@ def plan_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
             )
         if a_shape[0] != r:
             raise CheckpointError(f"LoRA adapter key {parts['lora_A']}: rank {a_shape[0]} but the config says r={r}")
-        scale = alpha / math.sqrt(r) if rslora else alpha / r
-        plan.pairs.append(LoraPair(module=name, key=parts["lora_A"], a=parts["lora_A"], b=parts["lora_B"], scale=scale,
+        plan.pairs.append(LoraPair(module=name, key=parts["lora_A"], a=parts["lora_A"], b=parts["lora_B"],
                                    r=int(a_shape[0]), alpha=float(alpha)))
     if not plan.pairs and not plan.full:
         raise CheckpointError(f"LoRA adapter {folder}: {ADAPTER_WEIGHTS} holds no tensors")

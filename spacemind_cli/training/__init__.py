@@ -9,7 +9,6 @@ from .data import (
     TrainingOptions,
     TrainingSet,
     read_training_file,
-    scene_label,
     write_question_file,
 )
 from .llava import QUESTION_TYPE_ALIASES
@@ -23,7 +22,6 @@ __all__ = [
     "TrainingOptions",
     "TrainingSet",
     "read_training_file",
-    "scene_label",
     "target_text",
     "write_question_file",
 ]

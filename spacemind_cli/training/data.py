@@ -158,22 +158,6 @@ class TrainingSet:
         files, such as the answer planner (``jobs.plan.plan_answer``) that resolves their scenes."""
         return [Question(i, ex.id, ex.row, ex.source, ex.line) for i, ex in enumerate(self.examples)]
 
-    def by_scene(self) -> dict[str, list[TrainingExample]]:
-        """Examples grouped by the scene they name (file order kept), e.g. for shared-prefix
-        packing. Keys are descriptive, not resolved paths: see scenes.resolve_scene."""
-        groups: dict[str, list[TrainingExample]] = {}
-        for ex in self.examples:
-            groups.setdefault(scene_label(ex.scene_spec), []).append(ex)
-        return groups
-
-
-def scene_label(spec: dict) -> str:
-    if spec.get("images"):
-        return "images:" + "|".join(str(p.get("path") if isinstance(p, dict) else p) for p in spec["images"])
-    if spec.get("scene"):
-        return "scene:" + str(spec["scene"])
-    return f"{spec.get('dataset') or ''}/{spec.get('scene_name')}"
-
 
 # ------------------------------------------------------------------------------------------
 # Reading

@@ -133,12 +133,3 @@ def plot_loss(log_path: Path, out: Path) -> Path | None:
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return out
-
-
-def trainable_summary(model) -> dict:
-    counts: dict[str, int] = {}
-    for name, p in model.trainable().items():
-        part = "lora" if "lora_" in name else "cgmf" if name.startswith("fusion.") else "projector" if "projector" in name else "other"
-        counts[part] = counts.get(part, 0) + p.numel()
-    return counts
-

@@ -19,13 +19,12 @@ positions in the questions list (the files are one JSON object, so there are no 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..questions import Problem
+from ..questions import Problem, read_json_document
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,7 @@ def load_partner(path: Path, kind: str) -> dict:
     want = "annotations" if kind == "questions" else "questions"
     if not other.is_file():
         raise InputError(f"SQA3D {kind} file {path} needs its {want} file {other} beside it (not found)")
-    try:
-        data = json.loads(other.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"SQA3D {want} file {other} is not valid JSON ({exc})") from None
+    data = read_json_document(other, f"SQA3D {want} file")
     if sqa3d_kind(data) != want:
         raise InputError(f"{other} is not an SQA3D {want} file (no '{want}' list)")
     return {"path": other, "data": data}

@@ -31,13 +31,13 @@ def scene_digest(scene: SceneRef) -> str:
 
 def read_scene(scene: SceneRef, settings: JobSettings):
     """Decode + preprocess one scene: (clip metadata, PreparedClip, timings)."""
-    from ...models.preprocess import PreparedClip, PreprocessConfig, vggt_frames, vit_frames
+    from ...models.preprocess import PreprocessConfig, prepare
 
     cfg = PreprocessConfig.from_dict(settings.preprocess)
     t0 = time.perf_counter()
     clip = load_clip(scene, settings.frame_sampling)
     t1 = time.perf_counter()
-    frames = PreparedClip(vggt=vggt_frames(clip.frames, cfg), vit=vit_frames(clip.frames, cfg))
+    frames = prepare(clip.frames, cfg)
     t2 = time.perf_counter()
     meta = {
         "scene_key": scene.key,
