@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from spacemind_cli.jobs.records import ItemResult, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
-from spacemind_cli.jobs.stages import ModelStage, load_ahead, reader_threads
+from spacemind_cli.jobs.stages import LoadedStage, ModelStage, load_ahead, reader_threads
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,7 @@ class LocalExecutor:
 
     def __init__(self, device: str | None = None):
         self.device = device
-        self._stage: ModelStage | None = None
-        self._stage_key = None
+        self._loaded = LoadedStage()
 
     def uses_gpu(self) -> bool:
         import torch
@@ -32,27 +31,18 @@ class LocalExecutor:
             return self.device.startswith("cuda")
         return torch.cuda.is_available()
 
-    def stage(self, stage_cls: type[ModelStage], settings: JobSettings) -> ModelStage:
-        # One model per process: reused across jobs with the same settings (tests, benchmarks).
-        key = (stage_cls, settings)
-        if self._stage is None or self._stage_key != key:
-            self._stage = None  # free the old model before loading the new one
-            self._stage = stage_cls(settings)
-            self._stage_key = key
-        return self._stage
-
     def run(self, items: Sequence[WorkItem], stage: type[ModelStage], settings: JobSettings,
             on_result: Callable[[ItemResult], None]) -> dict:
         items = list(items)
         if not items:
             return {"executor": self.name}
-        model = self.stage(stage, settings)
+        model = self._loaded.get(stage, settings)
         for result in model.process_stream(load_ahead(items, settings, reader_threads())):
             on_result(result)
         return {"executor": self.name}
 
     def close(self) -> None:
-        self._stage = None
+        self._loaded = LoadedStage()
 
 
 class LocalRuntime:
@@ -72,11 +62,8 @@ class LocalRuntime:
     def all_reduce_sum(self, values: list[float]) -> list[float]:
         return list(values)
 
-    def report(self, metrics: dict, checkpoint) -> None:
+    def report(self, metrics: dict) -> None:
         pass
-
-    def restored_checkpoint(self):
-        return None
 
 
 def fit(spec, progress=None) -> dict:

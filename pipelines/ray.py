@@ -34,7 +34,7 @@ import numpy as np
 from spacemind_cli.errors import ResourceError, SpacemindError
 from spacemind_cli.jobs.records import ItemResult, LoadedItem, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
-from spacemind_cli.jobs.stages import ModelStage, load_ahead, load_item
+from spacemind_cli.jobs.stages import LoadedStage, ModelStage, load_ahead, load_item
 
 from . import ray_runtime
 
@@ -55,11 +55,26 @@ def cpu_actor_share(total_cpus: float, largest_node_cpus: float, actors: int) ->
     return max(CPU_ACTOR_CPUS, float(int(share)))
 
 
-def _failure(exc: BaseException) -> ResourceError:
+def lost_workers_error(exc: BaseException) -> ResourceError:
     # Workers that die past their restarts were lost to the machine (OOM killer, node down, kill),
     # not to bad input: a resource error (exit 5), not a usage error (exit 2).
     msg = " ".join(str(exc).split())
     return ResourceError(f"the Ray pipeline failed: {type(exc).__name__}: {msg[:400]}; rerun to resume")
+
+
+def spacemind_error_in(exc: BaseException | None, depth: int = 0) -> SpacemindError | None:
+    """Our own error inside what Ray raised for a worker (its bad input, checkpoint or cache), if
+    any: it keeps its message and exit code instead of passing for a lost worker."""
+    if exc is None or depth > 8:
+        return None
+    # Ray's task errors are also instances of their cause's class, with Ray's traceback as their
+    # text: the cause itself is what carries our one-line message.
+    inner = [getattr(exc, "cause", None), exc.__cause__, exc.__context__, getattr(exc, "controller_failure", None),
+             *getattr(exc, "worker_failures", {}).values()]
+    for e in inner:
+        if isinstance(e, BaseException) and (found := spacemind_error_in(e, depth + 1)) is not None:
+            return found
+    return exc if isinstance(exc, SpacemindError) else None
 
 
 class RayExecutor:
@@ -119,15 +134,13 @@ class ModelStageWorker:
         from spacemind_cli.jobs import stages  # noqa: F401  (torch, transformers: the slow imports)
 
         self.node = ray.get_runtime_context().get_node_id()
-        self.key = None
+        self.loaded = LoadedStage()
 
     def setup(self, stage: type[ModelStage], settings: JobSettings, readers: int) -> None:
         """Load the model for a job (again only when the job's stage or settings differ)."""
-        if self.key != (stage, settings):
-            self.key = None
-            self.stage = stage(settings)
-            self.stage.actor.node = self.node
-            self.settings, self.readers, self.key = settings, readers, (stage, settings)
+        self.stage = self.loaded.get(stage, settings)
+        self.stage.actor.node = self.node
+        self.settings, self.readers = settings, readers
 
     def run(self, item_rows: list[dict]) -> Iterator[dict]:
         """Results of the given items, each yielded as soon as it is done (a streaming call)."""
@@ -169,7 +182,7 @@ class NodeRoute:
             failures = 0
             while left and not stop.is_set():
                 try:
-                    workers[w].setup.remote(stage, settings, readers)  # a restarted actor needs it again
+                    ray.get(workers[w].setup.remote(stage, settings, readers))  # a restarted actor needs it again
                     call = workers[w].run.options(num_returns="streaming").remote([it.to_row() for it in left.values()])
                     for ref in call:
                         result = ItemResult.from_row(ray.get(ref))
@@ -180,10 +193,13 @@ class NodeRoute:
                 except ray.exceptions.ActorUnavailableError:
                     time.sleep(0.1)  # being restarted: the same death, not another one
                     continue
-                except Exception as exc:  # the actor died (or could not restart)
+                except Exception as exc:  # the actor died (or could not restart), or could not load the model
+                    if (ours := spacemind_error_in(exc)) is not None:
+                        results.put(ours)  # a bad checkpoint or cache: no restart mends it
+                        return
                     failures += 1
                     if failures > ACTOR_RESTARTS:
-                        results.put(_failure(exc))
+                        results.put(lost_workers_error(exc))
                         return
                     log.warning("a model actor died (%s); resending its %d unfinished item(s)",
                                 type(exc).__name__, len(left))
@@ -294,7 +310,7 @@ def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result,
     try:
         for row in ds.iter_rows():
             on_result(ItemResult.from_row(row))
-    except SpacemindError:
-        raise
     except Exception as exc:  # everything already delivered has been written; a rerun resumes
-        raise _failure(exc) from exc
+        if (ours := spacemind_error_in(exc)) is not None:
+            raise ours from None
+        raise lost_workers_error(exc) from exc

@@ -1,20 +1,26 @@
 """Training on Ray Train: one worker per GPU (or N CPU workers), data parallel (DDP; gloo on CPU,
 NCCL on GPU), the library's training loop in every worker (`spacemind_cli.training.loop`).
 
-The loop saves its state every --save-every steps into NEW_CKPT/training/state and reports it to
-Ray Train as the run's checkpoint; when a worker is lost, Ray Train restarts the group (up to
-MAX_FAILURES times) and every worker resumes from that checkpoint. A rerun of the same command
-after the driver itself died resumes from the same folder. The driver shows progress by reading
-the log the first worker appends to.
+The loop saves its state every --save-every steps into NEW_CKPT/training/state (every worker
+reads it, so the folder is on storage they share, as the feature cache is); when a worker is lost,
+Ray Train restarts the group (up to MAX_FAILURES times) and every worker resumes from that state.
+Ray Train is told the metrics only: a copy of each state in its own storage would add nothing.
+A rerun of the same command after the driver itself died resumes from the same folder. The driver
+shows progress by reading the log the first worker appends to, and takes the run's result from
+the file the first worker writes at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
 
-from spacemind_cli.errors import ResourceError, SpacemindError
+from spacemind_cli.files import atomic_write_text
+
+from . import ray_runtime
+from .ray import lost_workers_error, spacemind_error_in
 
 MAX_FAILURES = 2  # worker-group restarts after a lost worker before the run gives up
 CPU_WORKER_CPUS = 1.0
@@ -43,7 +49,7 @@ class RayTrainRuntime:
         if shard:
             from spacemind_cli.training.parallel import shard as fully_shard
 
-            return fully_shard(module, self)
+            return fully_shard(module)
         return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy="ddp",
                                              parallel_strategy_kwargs={"find_unused_parameters": False})
 
@@ -59,23 +65,23 @@ class RayTrainRuntime:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
-    def report(self, metrics: dict, checkpoint) -> None:
+    def report(self, metrics: dict) -> None:
         import ray.train
 
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
-
-    def restored_checkpoint(self):
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        return Path(ckpt.path) if ckpt is not None else None
+        ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
 def _worker(config: dict) -> None:
     from spacemind_cli.training.loop import train
 
-    train(config["spec"], RayTrainRuntime())
+    runtime = RayTrainRuntime()
+    result = train(config["spec"], runtime)
+    if runtime.rank == 0:
+        atomic_write_text(_result_path(config["spec"]), lambda fh: fh.write(json.dumps(result) + "\n"))
+
+
+def _result_path(spec) -> Path:
+    return Path(spec.output).resolve() / "training" / "result.json"
 
 
 def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> dict:
@@ -84,6 +90,12 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
     from ray.train.torch import TorchTrainer
 
     training_dir = Path(spec.output).resolve() / "training"
+    _result_path(spec).unlink(missing_ok=True)
+    if not use_gpu and spec.settings.cpu_threads is None:
+        # torch threads = this worker's share of the cores, not the whole machine's count each
+        total, largest = ray_runtime.cluster_cpus()
+        threads = max(1, int(min(total // num_workers, largest)))
+        spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, cpu_threads=threads))
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"spec": spec},
@@ -104,26 +116,23 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
     if progress:
         watcher.start()
     try:
-        result = trainer.fit()
-    except SpacemindError:
-        raise
-    except Exception as exc:  # workers lost past their restarts: rerun to resume from the last state
-        msg = " ".join(str(exc).split())
-        raise ResourceError(f"Ray Train failed: {type(exc).__name__}: {msg[:400]}; rerun to resume") from exc
+        error = trainer.fit().error
+    except Exception as exc:
+        error = exc
     finally:
         stop.set()
         if progress:
             watcher.join(timeout=5)
-    if result.error is not None:
-        raise ResourceError(f"Ray Train failed: {result.error}; rerun to resume")
-    summary = _summary(training_dir)
-    return {**summary, "workers": num_workers}
-
-
-def _summary(training_dir: Path) -> dict:
-    rows = _read_log(training_dir / "log.jsonl")
-    last = rows[-1] if rows else {}
-    return {"steps": last.get("step", 0), "last": last, "resumed_from": None}
+    if error is not None:
+        ours = spacemind_error_in(error)
+        if ours is not None:  # a worker's bad input or checkpoint, with its own message and exit code
+            raise ours from None
+        raise lost_workers_error(error) from error  # workers lost past their restarts: rerun to resume
+    try:
+        result = json.loads(_result_path(spec).read_text())
+    except (OSError, ValueError) as exc:
+        raise lost_workers_error(exc) from exc
+    return {**result, "workers": num_workers}
 
 
 def _read_log(path: Path) -> list[dict]:

@@ -48,6 +48,20 @@ def compute_dtype(device: str, requested: str | None = None):
     return torch.float32
 
 
+def autocast(device, dtype):
+    """Autocast to the compute dtype where torch has it: bf16 and fp16 on CUDA, bf16 on CPU (so a
+    CPU run computes what the GPU path computes). Frozen weights are held in that dtype and
+    trained ones in fp32; autocast is what lets the two meet."""
+    import contextlib
+
+    import torch
+
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if dtype in (torch.bfloat16, torch.float16) and (kind == "cuda" or dtype == torch.bfloat16):
+        return torch.autocast(kind, dtype=dtype)
+    return contextlib.nullcontext()
+
+
 def lm_attention_implementation(device: str) -> str:
     """What transformers is asked for: FlashAttention-2 when present on CUDA, else SDPA."""
     if device.startswith("cuda") and has_flash_attn():

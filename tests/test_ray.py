@@ -147,3 +147,43 @@ def test_the_cli_on_an_embedded_ray_prints_our_output_not_rays(tiny_ckpt, exampl
     assert "constructor arguments in the object store" not in proc.stderr
     assert "core_worker" not in proc.stderr
     assert json.loads(out.with_name(out.name + ".summary.json").read_text())["route"] == "node"
+
+
+def test_a_model_that_cannot_load_in_an_actor_stops_the_job_with_its_own_error(tiny_ckpt, examples, tmp_path):
+    """The node route waits for each actor's model to load: a load that fails for a reason no
+    restart mends (here the checkpoint changed since the job was planned) ends the job with that
+    error and its exit code, not as actors lost to the machine after several reloads."""
+    import dataclasses
+
+    from pipelines.executor import open_job
+    from spacemind_cli.errors import CacheError
+    from spacemind_cli.jobs.plan import plan_extract
+    from spacemind_cli.jobs.settings import RunOptions
+    from spacemind_cli.jobs.stages import EncodeStage
+    from spacemind_cli.scenes import discover_scenes
+
+    items = plan_extract(discover_scenes(examples / "videos")).items
+    got = []
+    with open_job(RunOptions(tiny_ckpt, cache=tmp_path / "cache", executor="ray", cpu_threads=1)) as (executor, settings):
+        planned_for_another = dataclasses.replace(settings, encoder_fingerprint="0" * 32)
+        with pytest.raises(CacheError, match="changed while the job ran") as caught:
+            executor.run(items, EncodeStage, planned_for_another, got.append)
+    assert got == [] and "\n" not in str(caught.value)
+
+
+def test_our_error_is_found_inside_what_ray_raises():
+    from ray.exceptions import RayTaskError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from pipelines.ray import spacemind_error_in
+    from spacemind_cli.errors import CacheError, InputError
+
+    ours = InputError("the training examples differ")
+    assert spacemind_error_in(WorkerGroupError("worker 0 failed", {0: ours, 1: RuntimeError("gloo")})) is ours
+    try:
+        raise CacheError("bad entry")
+    except CacheError as exc:
+        task_error = RayTaskError("setup", "traceback text", exc).as_instanceof_cause()
+    found = spacemind_error_in(task_error)
+    assert type(found) is CacheError and str(found) == "bad entry"  # the cause, not Ray's wrapper
+    assert spacemind_error_in(WorkerGroupError("lost", {0: RuntimeError("killed")})) is None

@@ -141,12 +141,64 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(datase
     assert res.returncode == 2 and "other settings" in res.stderr and "--overwrite" in res.stderr
     res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4", "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    # starting over keeps the default feature cache (NEW_CKPT/training/features): nothing re-encoded
+    assert summary["scenes_cached"] == summary["scenes"] == 5 and summary["scenes_encoded"] == 0
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     res = spacemind(*_train_args(dataset, tiny_ckpt, foreign))
     assert res.returncode == 2 and "notes.txt" in res.stderr
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_state_saved_for_other_examples_is_not_resumed(dataset, tiny_ckpt, tmp_path):
+    """The same command, but a scene that failed to decode before has features now: the saved
+    state belongs to other examples (another step plan), so the rerun is refused, not resumed."""
+    root = tmp_path / "scenes"
+    shutil.copytree(dataset["root"], root)
+    for frame in (root / "synthetic" / "room_0004").iterdir():
+        frame.write_bytes(b"not an image")
+    args = ["train", root, "--questions", dataset["train"], "--checkpoint", tiny_ckpt, "--output", tmp_path / "run",
+            "--executor", "local", "--max-steps", "2", *FAST]
+    res = spacemind(*args)
+    assert res.returncode == 1, res.stderr[-2000:]  # trained, one scene failed
+    assert json.loads((tmp_path / "run" / "training" / "summary.json").read_text())["examples"] == 28
+    shutil.rmtree(root / "synthetic" / "room_0004")
+    shutil.copytree(dataset["root"] / "synthetic" / "room_0004", root / "synthetic" / "room_0004")
+    res = spacemind(*args)
+    assert res.returncode == 2 and "training examples differ" in res.stderr and "--overwrite" in res.stderr, res.stderr
+    res = spacemind(*args, "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "training" / "summary.json").read_text())["examples"] == 35
+
+
+def test_bf16_training_evaluates_under_the_same_autocast(dataset, tiny_ckpt, tmp_path):
+    """Frozen weights in bf16, the trained CGMF in fp32: training and its evaluation both run under
+    autocast (on CPU as on GPU), or the bf16 features cannot meet the fp32 CGMF."""
+    out = tmp_path / "bf16"
+    res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
+                    "--output", out, "--executor", "local", "--max-steps", "2", "--dtype", "bf16",
+                    "--eval-questions", dataset["train"], *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    last = rows(out / "training" / "log.jsonl")[-1]
+    assert last["step"] == 2 and last["eval"]["questions"] == len(dataset["rows"])
+
+
+def test_the_training_model_lists_each_lora_tensor_once(tiny_ckpt):
+    """PEFT's wrapper is kept for its config, not as a submodule: otherwise every LoRA tensor is in
+    the state dict twice (and FSDP gathers and saves each twice)."""
+    import torch
+
+    from spacemind_cli.models.spacemind import SpaceMind
+    from spacemind_cli.training.config import TrainConfig
+    from spacemind_cli.training.model import TrainableSpaceMind
+
+    sm = SpaceMind.from_pretrained(tiny_ckpt, device="cpu", dtype=torch.float32, llm=True, lazy_vggt=True)
+    model = TrainableSpaceMind(sm, TrainConfig(lora_rank=4, lora_alpha=8))
+    keys = list(model.state_dict())
+    assert model.peft is not None and any("lora_A" in k for k in keys)
+    assert [k for k in keys if not k.startswith("sm.")] == []
 
 
 def _api_train(dataset, ckpt, out, **kw):
@@ -205,6 +257,9 @@ def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_
     res = spacemind("answer", dataset["root"], "--questions", dataset["train"], "--checkpoint", two,
                     "--output", tmp_path / "a.jsonl", "--executor", "local")
     assert res.returncode == 0, res.stderr[-2000:]
+
+    again = _api_train(dataset, tiny_ckpt, two, executor="ray", num_workers=2)  # finished: nothing to do
+    assert again["resumed_from"] == 6 and again["steps"] == 6 and again["last"].get("resumed_finished_run")
 
 
 def test_llava_and_sqa3d_training_files_train_and_answer(dataset, tiny_ckpt, tmp_path):

@@ -61,3 +61,19 @@ def test_warmup_then_cosine():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5, abs=0.02) and f(100) == pytest.approx(0.0)
     assert lr_lambda(TrainConfig(warmup_ratio=0.0, schedule="constant"), 10)(7) == 1.0
+
+
+def test_the_train_command_defaults_are_the_config_defaults():
+    """The CLI spells its defaults out (importing the config would load torch for --help); they
+    must stay the recipe's."""
+    import inspect
+
+    from spacemind_cli.cli.cmd_train import train
+
+    cli = {name: p.default.default for name, p in inspect.signature(train).parameters.items()}
+    cfg = TrainConfig()
+    fields = ("epochs", "max_steps", "lr", "warmup_ratio", "batch_size", "pack_size", "lora_rank", "lora_alpha",
+              "seed", "save_every", "eval_every", "gradient_checkpointing", "fsdp", "fusion")
+    assert {f: cli[f] for f in fields} == {f: getattr(cfg, f) for f in fields}
+    assert tuple(cli["train_parts"].split(",")) == cfg.train
+    assert tuple(p for p in cli["cgmf_off"].split(",") if p) == cfg.cgmf_off

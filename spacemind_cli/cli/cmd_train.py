@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import EXIT_PARTIAL
 from . import options as opt
 from .common import console, err_console, handle_errors
 
@@ -70,7 +71,7 @@ def train(
     lr: float = typer.Option(2e-5, "--lr"),
     warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch, in questions (as in the paper)."),
-    pack_size: int = typer.Option(16, "--pack-size", min=1, help="Most questions of one scene in one packed sequence."),
+    pack_size: int = typer.Option(32, "--pack-size", min=1, help="Most questions of one scene in one packed sequence."),
     lora_rank: int = typer.Option(256, "--lora-rank", min=1),
     lora_alpha: int = typer.Option(512, "--lora-alpha", min=1),
     train_parts: str = typer.Option("cgmf,lora", "--train", help="What is trained: a comma list of cgmf, lora, projector."),
@@ -131,3 +132,7 @@ def train(
     if summary.get("errors_file"):
         table.add_row("errors", summary["errors_file"])
     console.print(table)
+    if summary["failed"]:
+        err_console.print(f"[yellow]trained without {summary['failed']} unreadable example(s) or scene(s); "
+                          f"see {summary['errors_file']}[/]")
+        raise typer.Exit(EXIT_PARTIAL)

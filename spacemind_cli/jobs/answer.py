@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError, error_class
+from ..errors import InputError
 from ..files import atomic_write_text
 from ..models.answering import Answer
 from ..parsing import parse_answer
@@ -136,8 +136,7 @@ def run_answer(
 
     def on_result(result: ItemResult) -> None:
         nonlocal failed_questions
-        if result.stop_job:
-            raise error_class(result.stop_job)(result.error or "a worker failed")
+        result.raise_if_job_stops()
         item = items[result.item_id]
         tally.add(result, len(item.questions))
         if result.status != "ok":

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError, error_class
+from ..errors import InputError
 from ..files import atomic_write_text
 from ..questions import read_questions
 from ..scenes import VIDEO_EXTS, check_root, discover_scenes
@@ -57,8 +57,7 @@ def run_extract(
     t_work = time.perf_counter()
 
     def on_result(result: ItemResult) -> None:
-        if result.stop_job:
-            raise error_class(result.stop_job)(result.error or f"cannot write to the cache {cache.root}")
+        result.raise_if_job_stops()
         status[result.status] += 1
         actor = result.actor
         a = actors.setdefault(f"{actor.node}:{actor.pid}", {"node": actor.node, "pid": actor.pid, "items": 0})

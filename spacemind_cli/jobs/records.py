@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import error_class
 from ..models.answering import Answer, Failure
 from ..models.preprocess import PreparedClip
 from ..scenes import SceneRef
@@ -129,6 +130,11 @@ class ItemResult:
     answers: list[Answer] = field(default_factory=list)  # Answer.key: the question's index
     question_errors: list[Failure] = field(default_factory=list)  # Failure.key: the question's index
     actor: ActorInfo = field(default_factory=ActorInfo)
+
+    def raise_if_job_stops(self) -> None:
+        """On the driver: end the job when this result says no other item can get past its failure."""
+        if self.stop_job:
+            raise error_class(self.stop_job)(self.error or "a worker failed")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CheckpointError, InputError, error_class
+from ..errors import CheckpointError, InputError
 from ..files import atomic_write_text, write_parquet
 from ..fingerprint import file_digest, text_digest
 from ..models.checkpoint import load_config
 from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
-from ..training import read_training_file
+from ..training import TrainingSet, read_training_file
 from ..training.config import TrainConfig
 from ..training.loop import TrainSpec
 from .output import ErrorLog
@@ -68,19 +68,20 @@ def run_train(
         raise InputError(f"--output {out} is the base checkpoint itself; give a new folder")
     if not settings.cache:
         raise InputError("training needs a feature cache (--cache)")
+    training = read_training_file(questions)
     run = {
         "train": {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE},
         "base_checkpoint_id": settings.checkpoint_id,
-        "training_file": file_digest(Path(questions)),
+        "training_files": [file_digest(Path(src)) for src in training.sources],  # SQA3D: both halves
         "eval_questions": file_digest(Path(eval_questions)) if eval_questions else None,
         "features": {"frames": settings.frame_sampling.to_dict(), "dtype": settings.dtype,
                      "vggt_weights": settings.vggt_weights, "encoders": settings.encoder_fingerprint},
     }
-    training_dir = _prepare_output(out, text_digest(run), overwrite)
+    training_dir = _prepare_output(out, text_digest(run), overwrite, keep=Path(settings.cache))
     open_job_cache(settings.cache)
     errors = ErrorLog(training_dir / "errors.jsonl")
     try:
-        examples, eval_rows, scene_counts = _examples_with_features(root, questions, eval_questions, settings, executor,
+        examples, eval_rows, scene_counts = _examples_with_features(root, training, eval_questions, settings, executor,
                                                                     errors, progress)
     finally:
         errors.close()
@@ -116,8 +117,10 @@ def run_train(
     return summary
 
 
-def _prepare_output(out: Path, run_id: str, overwrite: bool) -> Path:
-    """NEW_CKPT/training/, after checking the folder is new, ours to overwrite, or this run's."""
+def _prepare_output(out: Path, run_id: str, overwrite: bool, keep: Path) -> Path:
+    """NEW_CKPT/training/, after checking the folder is new, ours to overwrite, or this run's.
+    Overwriting spares `keep`, the feature cache (by default NEW_CKPT/training/features): the
+    scenes' features do not depend on the training settings."""
     training = out / "training"
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out} exists and is not a folder")
@@ -129,8 +132,7 @@ def _prepare_output(out: Path, run_id: str, overwrite: bool) -> Path:
         stored = _stored_run_id(training)
         if overwrite:
             for name in OURS:
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                _remove_sparing(out / name, keep.resolve())
         elif stored is None and (out / "config.json").exists():
             raise InputError(f"--output {out} holds a checkpoint that is not a training run; give a new folder "
                              "(or --overwrite)")
@@ -141,6 +143,18 @@ def _prepare_output(out: Path, run_id: str, overwrite: bool) -> Path:
     return training
 
 
+def _remove_sparing(path: Path, keep: Path) -> None:
+    """Remove `path`, except `keep` when it lies inside it."""
+    if not path.is_dir():
+        path.unlink(missing_ok=True)
+    elif keep.is_relative_to(path.resolve()):
+        for child in path.iterdir():
+            if child.resolve() != keep:
+                _remove_sparing(child, keep)
+    else:
+        shutil.rmtree(path)
+
+
 def _stored_run_id(training: Path) -> str | None:
     try:
         return json.loads((training / "config.json").read_text()).get("run_id")
@@ -148,11 +162,10 @@ def _stored_run_id(training: Path) -> str | None:
         return None
 
 
-def _examples_with_features(root: Path, questions, eval_questions, settings: JobSettings, executor, errors: ErrorLog,
-                            progress) -> tuple[list[dict], list[dict], dict]:
+def _examples_with_features(root: Path, training: TrainingSet, eval_questions, settings: JobSettings, executor,
+                            errors: ErrorLog, progress) -> tuple[list[dict], list[dict], dict]:
     """The run's example tables, each row pointing at its scene's features in the cache; scenes
     the cache lacks are encoded first (EncodeStage, the executor's workers)."""
-    training = read_training_file(questions)
     for p in training.problems:
         errors.add(p.to_record("training data"))
     train_q = training.questions()
@@ -177,8 +190,7 @@ def _examples_with_features(root: Path, questions, eval_questions, settings: Job
     extract = plan_extract(list(scenes.values()))
 
     def on_result(result: ItemResult) -> None:
-        if result.stop_job:
-            raise error_class(result.stop_job)(result.error or "a worker failed")
+        result.raise_if_job_stops()
         if result.status == "failed":
             errors.add({"stage": "scene", "scene": result.item_id, "error": result.error})
         else:

@@ -14,7 +14,6 @@ The checkpoint folder's layout, config and fingerprints: `checkpoint.py`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..runtime import autocast
 from . import generation, internvl, packing
 from .cgmf import CGMF
 from .checkpoint import (SpaceMindConfig, checkpoint_id, encoder_fingerprint, read_json, resolve_component,
@@ -206,7 +206,8 @@ class SpaceMind(nn.Module):
         images = vggt_tensor(clip.vggt, device, torch.float32)  # [1, S, 3, H, W]
         run = self.vggt_layers_to_run()
         vggt = self._encoder_vggt()
-        with _autocast(device, dtype):
+        # VGGT's aggregator under autocast to the compute dtype, as the reference runs it
+        with autocast(device, dtype):
             tokens, start = vggt.aggregate(images, layers=run)
             pose = vggt.camera_pose(tokens[run.index(-1)])
         keep = [tokens[run.index(layer)] for layer in self.config.vggt_layers]
@@ -332,9 +333,15 @@ class SpaceMind(nn.Module):
         and into the LLM's trainable weights (e.g. LoRA). packed=True runs the prefix once for
         all pairs; packed=False runs one sample per pair (the reference). Divide the sum over a
         whole optimizer step by that step's total target count (see `packing`)."""
+        return self.segments_loss_sum(enc, [self.segment(p, a) for p, a in pairs], packed=packed)
+
+    def segments_loss_sum(
+        self, enc: EncoderOutputs, segments: list[packing.Segment], *, packed: bool = True
+    ) -> tuple[torch.Tensor, int]:
+        """`scene_loss_sum` for questions already tokenized (`segment`): training tokenizes each
+        question once per run, not once per step."""
         lm, head, embed = internvl.parts(self.internvl)
         prefix = self.prefix_embeds(self.fuse_with_grad(enc))  # [1, P, d]
-        segments = [self.segment(p, a) for p, a in pairs]
         end = self.end_of_turn_id()
         plan = [packing.pack(prefix.shape[1], segments, end)] if packed else packing.separate(prefix.shape[1], segments, end)
         total = sum(packing.loss_sum(lm, head, packing.inputs_embeds(embed, prefix, p), p) for p in plan)
@@ -359,13 +366,5 @@ class SpaceMind(nn.Module):
             pad_token_id=internvl.pad_token_id(self.tokenizer),
         )
         return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    """VGGT's aggregator runs under autocast to the compute dtype, as the reference runs it (on
-    CPU too, for bf16, so that CPU runs show what the GPU path computes)."""
-    if dtype in (torch.bfloat16, torch.float16) and (device.type == "cuda" or dtype == torch.bfloat16):
-        return torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext()
 
 

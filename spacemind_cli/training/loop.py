@@ -18,18 +18,19 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from ..errors import CacheError
+from ..errors import CacheError, InputError
+from ..fingerprint import text_digest
 from ..jobs.settings import JobSettings
 from . import parallel
 from .config import TrainConfig
 from .schedule import StepPlan, worker_share
-from .state import latest_state, load_state, read_saved, remove_staging, save_state
+from .state import latest_state, load_state, remove_staging, save_state
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class Runtime(Protocol):
     def device(self, requested: str | None) -> str: ...
     def prepare(self, module: torch.nn.Module, shard: bool = False) -> torch.nn.Module: ...
     def all_reduce_sum(self, values: list[float]) -> list[float]: ...
-    def report(self, metrics: dict, checkpoint: Path | None) -> None: ...
-    def restored_checkpoint(self) -> Path | None: ...
+    def report(self, metrics: dict) -> None: ...
 
 
 @dataclass
@@ -55,7 +55,6 @@ class TrainSpec:
     settings: JobSettings  # device, dtype, cache, threads, trusted paths
     examples: str  # Parquet: id, feature_key, prompt, target
     eval_questions: str | None = None  # Parquet: id, feature_key, prompt, row_json
-    extra: dict = field(default_factory=dict)
 
     @property
     def training_dir(self) -> Path:
@@ -84,7 +83,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
 
 def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     from ..models.spacemind import EncoderOutputs, SpaceMind
-    from ..runtime import compute_dtype
+    from ..runtime import autocast as autocast_to, compute_dtype
     from .evaluate import evaluate
     from .export import export_checkpoint
     from .model import TrainableSpaceMind
@@ -107,6 +106,9 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     for p in params.values():
         p.data = p.data.float()
     examples = read_table(spec.examples)
+    # A saved state belongs to this set of examples: one that failed to encode before and has
+    # features now changes the step plan, so such a state is not resumed.
+    examples_digest = text_digest(json.dumps(examples, sort_keys=True, ensure_ascii=False))
     by_scene: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         by_scene.setdefault(ex["feature_key"], []).append(i)
@@ -123,7 +125,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                                   weight_decay=cfg.weight_decay, fused=device.startswith("cuda") and not sharded)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, plan.total_steps))
     state_dir = spec.training_dir / "state"
-    start = _resume(runtime, state_dir, model, optimizer, scheduler, device, sharded)
+    start = _resume(runtime, state_dir, model, optimizer, scheduler, device, sharded, examples_digest)
     log_path = spec.training_dir / "log.jsonl"
     if runtime.rank == 0:
         _truncate_log(log_path, start)
@@ -150,11 +152,12 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
         for j, pack in enumerate(mine):
             filler = pack is None  # keeps this worker's backward passes in step with the others
             pack = pack or packs[0]
-            pairs = [(examples[i]["prompt"], examples[i]["target"]) for i in pack.examples]
-            sync = j == len(mine) - 1
-            no_sync = getattr(wrapped, "no_sync", None)
-            with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), _autocast(device, autocast):
-                loss, _ = wrapped(encoded(pack.scene), pairs)
+            sync = j == len(mine) - 1  # gradients reduced over the workers once per step, after the last pack
+            if sharded:
+                wrapped.set_requires_gradient_sync(sync)
+            no_sync = getattr(wrapped, "no_sync", None)  # DDP
+            with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), autocast_to(device, autocast):
+                loss, _ = wrapped(encoded(pack.scene), [segments[i] for i in pack.examples])
                 # data-parallel averages gradients over workers: undo it, so the step's gradient
                 # is the sum over all its questions divided by all its targets
                 scale = 0.0 if filler else runtime.world_size / step_targets
@@ -176,20 +179,20 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
         done = step + 1
         due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
         if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
-            last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
+            with autocast_to(device, autocast):  # bf16 features meet the fp32 CGMF as in training
+                last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
         if runtime.rank == 0:
             _append_log(log_path, last)  # before the state: a resume drops lines past its step
             if progress:
                 progress({**last, "phase": "train"})
-        checkpoint = None
         if done % cfg.save_every == 0 or done == plan.total_steps:
             trained = parallel.trainable_state(model, sharded)  # gathered: every worker takes part
             optimizer_state = parallel.optimizer_state(model, optimizer, sharded)
             if runtime.rank == 0:
-                checkpoint = save_state(state_dir, done, trained, optimizer_state,
-                                        {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
-                                         "config": cfg.to_dict()})
-        runtime.report(last, checkpoint)
+                save_state(state_dir, done, trained, optimizer_state,
+                           {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
+                            "config": cfg.to_dict(), "examples": examples_digest})
+        runtime.report(last)
 
     tensors = parallel.export_tensors(model, sharded)  # gathered: every worker takes part
     if runtime.rank == 0:
@@ -200,18 +203,19 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
             "wall_s": round(time.perf_counter() - t_run, 3)}
 
 
-def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str, sharded: bool) -> int:
-    """Load the newest saved state (ours, or the one Ray Train restores after a lost worker);
-    returns the optimizer steps already done."""
+def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str, sharded: bool,
+            examples_digest: str) -> int:
+    """Load the newest saved state (a rerun's, or the group's after Ray Train restarted it for a
+    lost worker); returns the optimizer steps already done."""
     if runtime.rank == 0:
         remove_staging(state_dir)
-    candidates = [latest_state(state_dir)]
-    restored = runtime.restored_checkpoint()
-    if restored is not None:
-        candidates.append(read_saved(restored))
-    saved = max((c for c in candidates if c is not None), key=lambda c: c.step, default=None)
+    saved = latest_state(state_dir)
     if saved is None:
         return 0
+    if saved.meta.get("examples") != examples_digest:
+        raise InputError(f"the training examples differ from those of the state saved at step {saved.step} "
+                         f"({saved.path}): the data changed, or a scene that failed before has features now; "
+                         "rerun with --overwrite to start over")
     trainable, optimizer_state = load_state(saved, "cpu" if sharded else device)
     parallel.load_trainable_state(model, trainable, sharded)
     parallel.load_optimizer_state(model, optimizer, optimizer_state, sharded)
@@ -239,12 +243,6 @@ def _cache(settings: JobSettings):
     from ..cache import FeatureCache
 
     return FeatureCache(settings.cache, create=False)
-
-
-def _autocast(device: str, dtype: torch.dtype):
-    if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def _truncate_log(path: Path, steps_done: int) -> None:

@@ -52,14 +52,17 @@ class TrainableSpaceMind(nn.Module):
         sm.fusion = fusion_for(sm, cfg)
         if sm.fusion is not None and "cgmf" in cfg.train:
             sm.fusion.requires_grad_(True)
-        self.peft = None
+        # The PeftModel is kept for its config and `unload`, never as a submodule: its parameters
+        # are sm.internvl's, and registering it would list every LoRA tensor twice in the state
+        # dict (FSDP would gather and save each twice).
+        object.__setattr__(self, "peft", None)
         if "lora" in cfg.train:
             lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=LORA_MODULES, bias="none")
             # Injects LoRA layers into sm.internvl in place: SpaceMind's own paths use them.
             with warnings.catch_warnings():  # PEFT asks transformers a deprecated question
                 warnings.simplefilter("ignore", FutureWarning)
-                self.peft = get_peft_model(sm.internvl, lora)
+                object.__setattr__(self, "peft", get_peft_model(sm.internvl, lora))
         if "projector" in cfg.train:
             sm.internvl.get_submodule(PROJECTOR).requires_grad_(True)
         if cfg.gradient_checkpointing:
@@ -83,9 +86,10 @@ class TrainableSpaceMind(nn.Module):
         """The parameters the optimizer updates, by stable name."""
         return {n: p for n, p in self.sm.named_parameters() if p.requires_grad}
 
-    def forward(self, encoded, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, int]:
-        """(sum of target-token cross-entropies, target tokens) of one packed scene."""
-        return self.sm.scene_loss_sum(encoded, pairs, packed=True)
+    def forward(self, encoded, segments: list) -> tuple[torch.Tensor, int]:
+        """(sum of target-token cross-entropies, target tokens) of one packed scene's questions
+        (`SpaceMind.segment`s)."""
+        return self.sm.segments_loss_sum(encoded, segments, packed=True)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().float().cpu().contiguous() for n, p in self.trainable().items()}

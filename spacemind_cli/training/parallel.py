@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 
-def shard(model, runtime) -> nn.Module:
+def shard(model) -> nn.Module:
     """FSDP2 over the runtime's process group: one unit per LLM decoder layer, then the root."""
     from torch.distributed.fsdp import fully_shard
 

@@ -11,7 +11,7 @@ cache read, or encode + cache write). A new kind of job adds its stage here.
 from .answer import AnswerStage
 from .encode import EncodeStage
 from .load import load_ahead, load_item, open_job_cache, read_scene, reader_threads, scene_digest
-from .model import ModelStage
+from .model import LoadedStage, ModelStage
 
-__all__ = ["AnswerStage", "EncodeStage", "ModelStage", "load_ahead", "load_item", "open_job_cache", "read_scene",
+__all__ = ["AnswerStage", "EncodeStage", "LoadedStage", "ModelStage", "load_ahead", "load_item", "open_job_cache", "read_scene",
            "reader_threads", "scene_digest"]

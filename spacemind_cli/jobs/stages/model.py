@@ -21,6 +21,24 @@ from .load import job_cache
 log = logging.getLogger(__name__)
 
 
+class LoadedStage:
+    """A worker's one model stage, loaded again only when a job's stage or settings differ: a
+    process that runs several jobs (a Ray actor kept for the next job, tests, benchmarks) loads
+    the model once."""
+
+    def __init__(self):
+        self.stage: ModelStage | None = None
+        self._key = None
+
+    def get(self, stage_cls: type[ModelStage], settings: JobSettings) -> ModelStage:
+        key = (stage_cls, settings)
+        if self.stage is None or self._key != key:
+            self.stage = self._key = None  # free the old model before loading the new one
+            self.stage = stage_cls(settings)
+            self._key = key
+        return self.stage
+
+
 class ModelStage:
     needs_llm = True  # load the projector, CGMF and LLM (answering), or only the encoders
 
@@ -56,10 +74,6 @@ class ModelStage:
         self.actor = ActorInfo(node=socket.gethostname(), pid=os.getpid(), device=self.device,
                                threads=torch.get_num_threads() if self.device == "cpu" else None, load_s=self.load_s)
         self._torch = torch
-
-    def process(self, loaded: LoadedItem) -> ItemResult:
-        """One item, its cache write finished."""
-        return next(self.process_stream([loaded]))
 
     def process_stream(self, loaded_items: Iterable[LoadedItem]) -> Iterator[ItemResult]:
         """Results in item order. An item's cache write runs behind the model while it works on
