@@ -324,6 +324,9 @@ def test_trust_rule(ckpt, tmp_path, monkeypatch):
         ({"format_version": 99}, "newer"),
         ({"type": "llava"}, "config type"),
         ({"preprocess": {"vggt_size": 518, "future_knob": 1}}, "invalid settings"),
+        ({"preprocess": {"vit_mean": None}}, "invalid settings: preprocess: vit_mean must be a list of 3 numbers"),
+        ({"preprocess": {"vit_std": 0.5}}, "invalid settings: preprocess: vit_std must be a list of 3 numbers"),
+        ({"preprocess": {"vit_std": "abc"}}, "vit_std must be a list of 3 numbers"),
     ],
 )
 def test_config_refused(ckpt, tmp_path, change, match):
