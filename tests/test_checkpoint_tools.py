@@ -314,6 +314,28 @@ def test_inspect_counts_equal_the_loaded_modules(ckpt, sm, monkeypatch):
     assert "d_a=32" in report["config"]["cgmf"] and report["details"]["preprocess"]["vggt_size"] == 56
 
 
+def _index_with_a_missing_shard(internvl_folder: Path) -> None:
+    weight_map = {"lm_head.weight": "model.safetensors", "model.norm.weight": "model-00002-of-00002.safetensors"}
+    (internvl_folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def test_a_missing_shard_is_named_by_assemble_inspect_and_load(ckpt, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(ckpt, folder)
+    _index_with_a_missing_shard(folder / "internvl")
+    assert internvl.missing_shards(folder / "internvl") == {"model-00002-of-00002.safetensors": ["model.norm.weight"]}
+    assert internvl.missing_shards(ckpt / "internvl") == {}  # no index: nothing listed, nothing missing
+    with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors listed in "
+                                              "model.safetensors.index.json is missing"):
+        assemble(tmp_path / "out", base=folder / "internvl", vggt=folder / "vggt")
+    assert "InternVL shard model-00002-of-00002.safetensors (listed in model.safetensors.index.json)" in inspect(folder)["missing"]
+    with pytest.raises(CheckpointError, match=r"shard\(s\) model-00002-of-00002.safetensors .* 1 weights are not there"):
+        internvl.load(folder / "internvl", device="cpu", dtype=torch.float32)
+    (folder / "internvl" / "model.safetensors.index.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json is unreadable"):
+        inspect(folder)
+
+
 def test_inspect_reports_missing_weights(ckpt, tmp_path):
     no_fusion = tmp_path / "no_fusion"
     shutil.copytree(ckpt, no_fusion)

@@ -35,7 +35,7 @@ from .checkpoint import (
     resolve_component,
     versions,
 )
-from .internvl import VISION_PREFIXES
+from .internvl import SHARD_INDEX, VISION_PREFIXES, missing_shards
 from .vggt import SKIPPED_PREFIXES as VGGT_HEAD_PREFIXES
 
 log = logging.getLogger(__name__)
@@ -289,12 +289,9 @@ def assemble(
     weight_files = sorted(base.glob("*.safetensors"))
     if not weight_files:
         raise CheckpointError(f"InternVL folder {base} holds no .safetensors weights")
-    index = base / "model.safetensors.index.json"
-    if index.is_file():
-        shards = set((read_json(index).get("weight_map") or {}).values())
-        absent = sorted(s for s in shards if not (base / s).is_file())
-        if absent:
-            raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {index.name} is missing")
+    absent = sorted(missing_shards(base))
+    if absent:
+        raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {SHARD_INDEX} is missing")
     d_v = int(icfg.text_config.hidden_size)
 
     # VGGT: config and safetensors header only.
@@ -401,11 +398,8 @@ def inspect(ckpt_dir: str | os.PathLike, *, trusted_paths=()) -> dict:
         headers: dict[str, dict] = {}
         for f in files:
             headers.update(safetensors_header(f))
-        index = base_path / "model.safetensors.index.json"
-        if index.is_file():
-            for shard in sorted(set((read_json(index).get("weight_map") or {}).values())):
-                if not (base_path / shard).is_file():
-                    missing.append(f"InternVL shard {shard} (listed in {index.name})")
+        for shard in sorted(missing_shards(base_path)):
+            missing.append(f"InternVL shard {shard} (listed in {SHARD_INDEX})")
         expected: dict[str, int | None] = {"vision": None, "projector": None, "llm": None}
         try:
             icfg, iraw = _internvl_config(base_path)
