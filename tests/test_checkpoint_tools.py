@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from spacemind_cli.errors import CheckpointError
 from spacemind_cli.models import internvl
-from spacemind_cli.models.checkpoint_tools import assemble, inspect
+from spacemind_cli.models.checkpoint_tools import assemble, copy_folder, inspect
 from spacemind_cli.models.lora import merge_lora
 from spacemind_cli.models.preprocess import prepare
 from spacemind_cli.models.checkpoint import checkpoint_id, encoder_fingerprint
@@ -75,6 +75,34 @@ def test_assemble_fresh_cgmf_answers_like_plain_internvl(ckpt, enc, tmp_path):
     again = assemble(tmp_path / "again", **_parts(ckpt), cgmf_overrides=SMALL_CGMF, num_frames=6, link=False)
     assert checkpoint_id(again) == checkpoint_id(fresh)
     assert not os.path.samefile(again / "internvl" / "model.safetensors", src)
+
+
+def test_copy_folder_links_weights_copies_small_files_and_can_redo_a_copy(tmp_path):
+    """What assemble and the trained-checkpoint export need: weights (a VGGT folder's model.pt
+    too, when asked) hard-linked, config and tokenizer files copied; copying again into the same
+    folder keeps the links and replaces a small file that an older copy had linked."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name, data in [("model.safetensors", b"W"), ("model.pt", b"P"), ("config.json", b"{}"),
+                       ("tokenizer.json", b"T"), (".hidden", b"H")]:
+        (src / name).write_bytes(data)
+
+    assert copy_folder(src, tmp_path / "default", True, "src") == ["config.json", "model.safetensors", "tokenizer.json"]
+
+    dst.mkdir()
+    os.link(src / "config.json", dst / "config.json")  # an older export's linked config
+    placed = copy_folder(src, dst, True, "src", skip_pickled=False)
+    assert placed == ["config.json", "model.pt", "model.safetensors", "tokenizer.json"]
+    assert os.path.samefile(dst / "model.safetensors", src / "model.safetensors")
+    assert os.path.samefile(dst / "model.pt", src / "model.pt")
+    for name in ("config.json", "tokenizer.json"):
+        assert not os.path.samefile(dst / name, src / name)
+    (dst / "config.json").write_text('{"edited": true}')
+    assert (src / "config.json").read_text() == "{}"
+
+    assert copy_folder(src, dst, True, "src", skip_pickled=False) == placed  # again: links kept, copies redone
+    assert os.path.samefile(dst / "model.safetensors", src / "model.safetensors")
+    assert (dst / "config.json").read_text() == "{}"
 
 
 def test_assemble_with_trained_fusion_weights_reproduces_the_checkpoint(ckpt, sm, enc, tmp_path):

@@ -231,6 +231,13 @@ def _cgmf_config(d_v: int, d_s: int, overrides: dict | None) -> CGMFConfig:
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
+    """`src` at `dst`, hard-linked (when `link` and possible) or copied. A file already at `dst`
+    is kept if it is the very file a link would give, else replaced: never written through, since
+    it may be a hard link to a source (an older export's linked config.json)."""
+    if dst.exists() and link and os.path.samefile(src, dst):
+        return
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
     if link:
         copy_or_link(src, dst)
     else:
@@ -238,17 +245,23 @@ def _place(src: Path, dst: Path, link: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def copy_folder(src: Path, dst: Path, link: bool, what: str) -> list[str]:
-    """Copy a model folder's files (weights linked when `link`; small files always copied, so
-    editing them never edits the source). Pickled weights are skipped."""
+def copy_folder(src: Path, dst: Path, link: bool, what: str, *, skip_pickled: bool = True) -> list[str]:
+    """Copy a model folder's files into `dst` (which may hold an earlier copy: see `_place`).
+
+    Weight files are hard-linked when `link` (copied across devices); small files (config,
+    tokenizer) are always copied, so editing them never edits the source. Pickled weights are
+    skipped, unless `skip_pickled=False` (a VGGT folder's model.pt, which VGGT loads with
+    weights_only=True), then they are weights like the others. Hidden files and folders are left
+    out. Returns the names placed."""
     placed, skipped = [], []
     for entry in sorted(src.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
-        if entry.suffix in PICKLE_SUFFIXES:
+        pickled = entry.suffix in PICKLE_SUFFIXES
+        if pickled and skip_pickled:
             skipped.append(entry.name)
             continue
-        _place(entry, dst / entry.name, link and entry.suffix == ".safetensors")
+        _place(entry, dst / entry.name, link and (entry.suffix == ".safetensors" or pickled))
         placed.append(entry.name)
     if skipped:
         log.info("%s: skipped %d pickled file(s) (%s); only safetensors are used", what, len(skipped), ", ".join(skipped[:3]))
