@@ -150,6 +150,21 @@ def test_compare_runs_via_json(tmp_path):
         load_result_json(tmp_path / "junk.json")
 
 
+def test_a_compare_scores_json_is_read_once(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from spacemind_cli.eval.report import load_compare_item
+
+    path = tmp_path / "run-b.json"
+    path.write_text(json.dumps(to_json(vsi_result(label="run-b", flip=True))))
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or read_text(self, *a, **k))
+    other = load_compare_item(path, vsi_result())
+    assert other.label == "run-b" and other.get("route_planning_accuracy") == 100.0
+    assert reads == ["run-b.json"]
+
+
 def test_references_cite_sources():
     for bench in ("vsibench", "sqa3d", "spbench"):
         refs = references_for(bench)

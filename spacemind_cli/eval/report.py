@@ -101,15 +101,15 @@ def load_result_json(path: str | Path) -> EvalResult:
     return result_from_json(data, path)
 
 
-def _is_result_json(path: Path) -> bool:
-    """Whether `path` holds one JSON object written by `--json` (an answers file does not)."""
+def _result_json_data(path: Path) -> dict | None:
+    """The object `path` holds if it is one written by `--json`, else None (an answers file)."""
     if path.suffix.lower() != ".json":
-        return False
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA else None
 
 
 def load_compare_item(item: str | Path, result: EvalResult) -> EvalResult:
@@ -118,8 +118,9 @@ def load_compare_item(item: str | Path, result: EvalResult) -> EvalResult:
     path = Path(item)
     if not path.exists():
         raise InputError(f"--compare {path}: no such file")
-    if _is_result_json(path):
-        return load_result_json(path)
+    data = _result_json_data(path)  # read and parsed once
+    if data is not None:
+        return result_from_json(data, path)
     from .evaluate import evaluate_file
 
     try:
