@@ -16,7 +16,10 @@ Reading trusts nothing it has not checked (``read_entry``): every column has the
 was written with, every value decodes to the Python type it must have, the meta matches its
 checksum, the row's tensor list and specs equal the footer's independent copy (so a damaged
 `tensor_names` cannot make a tensor vanish silently), and every tensor's bytes match their
-CRC-32. Any failure, whatever exception the damage provokes inside pyarrow, is ``Corrupt``.
+CRC-32. Any failure, whatever exception the damage provokes inside pyarrow, is ``Corrupt``;
+but not running out of memory (MemoryError, raised as is) or an error of the operating system
+(an OSError with an errno: ResourceError), which say nothing about the file's bytes: such an
+entry must not be recomputed or pruned as bad.
 """
 
 from __future__ import annotations
@@ -233,6 +236,18 @@ def write_options(table: pa.Table, tensor_names: Iterable[str], compression: str
 # ---------------------------------------------------------------------------------------- read
 
 
+def raise_unless_damage(exc: Exception, path: Path) -> None:
+    """Raise `exc` as what it is when it says nothing about the file's bytes, so that a good entry
+    is neither recomputed nor pruned as bad: MemoryError (pyarrow's ArrowMemoryError too) as is;
+    an OSError with an errno (permissions, an I/O error, too many open files) as a ResourceError.
+    Returns for anything else: Arrow's own IO and parse errors on a damaged file carry no errno."""
+    if isinstance(exc, MemoryError):
+        raise exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or short(exc)
+        raise ResourceError(f"cannot read {path}: {reason}") from exc
+
+
 def footer_kv(md: pq.FileMetaData) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (md.metadata or {}).items()}
 
@@ -247,8 +262,9 @@ def read_entry(
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read and fully verify one entry: exactly the meta and tensors that were written.
 
-    Raises FileNotFoundError when absent, ResourceError when unreadable for permissions, and
-    ``Corrupt`` for anything else wrong with the file, including entries of another schema and,
+    Raises FileNotFoundError when absent, MemoryError as is, ResourceError when the system
+    cannot read it (permissions, an I/O error, too many open files: an OSError with an errno),
+    and ``Corrupt`` for anything else wrong with the file, including entries of another schema and,
     when given, entries made by other encoder weights (``fingerprint``) or holding another set of
     tensors than the caller needs (``tensor_names``)."""
     try:
@@ -266,13 +282,12 @@ def read_entry(
             table = pf.read_row_group(0, use_threads=True)
     except (FileNotFoundError, Corrupt):
         raise
-    except PermissionError as exc:
-        raise ResourceError(f"cannot read {path}: permission denied") from exc
     except Exception as exc:  # whatever a damaged file makes pyarrow raise
+        raise_unless_damage(exc, path)
         raise Corrupt(f"unreadable parquet ({short(exc)})") from None
     try:
         return _decode(table, kv, key, fingerprint, None if tensor_names is None else set(tensor_names))
-    except Corrupt:
+    except (Corrupt, MemoryError):
         raise
     except Exception as exc:  # a damaged value that decodes to something unexpected
         raise Corrupt(f"undecodable entry ({type(exc).__name__}: {short(exc)})") from None
