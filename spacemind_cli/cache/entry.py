@@ -72,15 +72,8 @@ STORE_COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 RESERVED = {"key"} | {n for n, _ in STORE_COLUMNS} | {n for n, _ in META_COLUMNS}
 _SHAPE, _DTYPE, _CHECKSUM = "__shape", "__dtype", "__checksum"
-# What reading checks each scalar column it uses against: the Arrow type it was written with.
-_READ_TYPES: dict[str, pa.DataType] = {
-    "key": pa.string(),
-    "fingerprint": pa.string(),
-    "schema_version": pa.int32(),
-    "tensor_names": pa.list_(pa.string()),
-    "meta_json": pa.string(),
-    "meta_checksum": pa.string(),
-}
+# Every scalar column's Arrow type, as written and as checked on reading: the one place it is said.
+_TYPES: dict[str, pa.DataType] = {"key": pa.string(), **dict(STORE_COLUMNS)}
 _SPEC_TYPES = {_SHAPE: pa.list_(pa.int64()), _DTYPE: pa.string(), _CHECKSUM: pa.string()}
 
 
@@ -163,7 +156,7 @@ def build_table(key: str, meta: Mapping[str, Any], enc: dict[str, tcodec.Encoded
     meta_json = dump_json(dict(meta), "meta")
     plain = json.loads(meta_json)  # what readers will get back: tuples -> lists, numpy -> python
 
-    cols: dict[str, pa.Array] = {"key": pa.array([key], pa.string())}
+    cols: dict[str, pa.Array] = {"key": pa.array([key], _TYPES["key"])}
     for name, typ in META_COLUMNS:
         value = plain.get(name)
         if name == "num_frames" and value is None and isinstance(plain.get("frame_indices"), list):
@@ -178,20 +171,20 @@ def build_table(key: str, meta: Mapping[str, Any], enc: dict[str, tcodec.Encoded
     created = plain.get("created")
     if not isinstance(created, (int, float)) or isinstance(created, bool):
         created = None
-    cols.update(
-        fingerprint=pa.array([fingerprint], pa.string()),
-        schema_version=pa.array([SCHEMA_VERSION], pa.int32()),
-        created=pa.array([None if created is None else float(created)], pa.float64()),
-        spacemind_version=pa.array([str(plain.get("spacemind_version", SPACEMIND_VERSION))], pa.string()),
-        tensor_names=pa.array([list(enc)], pa.list_(pa.string())),
-        nbytes=pa.array([sum(e.nbytes for e in enc.values())], pa.int64()),
-        meta_json=pa.array([meta_json], pa.string()),
-        meta_checksum=pa.array([tcodec.checksum(meta_json.encode())], pa.string()),
-    )
+    store = {
+        "fingerprint": fingerprint,
+        "schema_version": SCHEMA_VERSION,
+        "created": None if created is None else float(created),
+        "spacemind_version": str(plain.get("spacemind_version", SPACEMIND_VERSION)),
+        "tensor_names": list(enc),
+        "nbytes": sum(e.nbytes for e in enc.values()),
+        "meta_json": meta_json,
+        "meta_checksum": tcodec.checksum(meta_json.encode()),
+    }
+    cols.update((name, pa.array([store[name]], typ)) for name, typ in STORE_COLUMNS)
     for name, e in enc.items():
-        cols[f"{name}{_SHAPE}"] = pa.array([list(e.shape)], pa.list_(pa.int64()))
-        cols[f"{name}{_DTYPE}"] = pa.array([e.dtype], pa.string())
-        cols[f"{name}{_CHECKSUM}"] = pa.array([e.checksum], pa.string())
+        for suffix, value in ((_SHAPE, list(e.shape)), (_DTYPE, e.dtype), (_CHECKSUM, e.checksum)):
+            cols[f"{name}{suffix}"] = pa.array([value], _SPEC_TYPES[suffix])
     for name, e in enc.items():  # zero-copy: the blob's data buffer is the tensor's memory
         offsets = pa.py_buffer(np.array([0, e.nbytes], dtype=np.int64))
         cols[name] = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(e.data)])
@@ -319,23 +312,23 @@ def _decode(
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    if scalar("key", _READ_TYPES["key"], is_str) != key:
+    if scalar("key", _TYPES["key"], is_str) != key:
         raise Corrupt(f"holds key {table.column('key')[0].as_py()!r}, expected {key!r}")
-    row_fp = scalar("fingerprint", _READ_TYPES["fingerprint"], is_str)
+    row_fp = scalar("fingerprint", _TYPES["fingerprint"], is_str)
     if fingerprint is not None and row_fp != fingerprint:
         # Every checksum can be right and the features still belong to other weights (a
         # copied or hand-merged cache): only the fingerprint tells.
         raise Corrupt(f"made by other encoder weights (fingerprint {row_fp[:12]}, expected {fingerprint[:12]})")
-    version = scalar("schema_version", _READ_TYPES["schema_version"], is_int)
+    version = scalar("schema_version", _TYPES["schema_version"], is_int)
     if version != SCHEMA_VERSION:
         raise Corrupt(f"row schema version {version}, expected {SCHEMA_VERSION}")
-    meta_json = scalar("meta_json", _READ_TYPES["meta_json"], is_str)
-    if tcodec.checksum(meta_json.encode()) != scalar("meta_checksum", _READ_TYPES["meta_checksum"], is_str):
+    meta_json = scalar("meta_json", _TYPES["meta_json"], is_str)
+    if tcodec.checksum(meta_json.encode()) != scalar("meta_checksum", _TYPES["meta_checksum"], is_str):
         raise Corrupt("meta checksum mismatch")
     meta = json.loads(meta_json)
     if not isinstance(meta, dict):
         raise Corrupt("meta is not a JSON object")
-    names = scalar("tensor_names", _READ_TYPES["tensor_names"],
+    names = scalar("tensor_names", _TYPES["tensor_names"],
                    lambda v: isinstance(v, list) and all(is_str(n) and TENSOR_NAME_RE.match(n) for n in v))
     if len(set(names)) != len(names):
         raise Corrupt("tensor names repeat")
