@@ -521,6 +521,40 @@ def test_simulated_read_only_and_disk_full(cache: FeatureCache, monkeypatch: pyt
     assert "fp-new" not in json.loads((cache.root / "manifest.json").read_text())["fingerprints"]
 
 
+def test_memory_or_system_trouble_while_reading_is_not_corruption(cache: FeatureCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory or an OS error says nothing about the entry: it is raised, and the good
+    entry is neither reported bad nor pruned (nor, by `answer`, recomputed)."""
+    from spacemind_cli.cache import entry as entry_format
+
+    path = cache.put(KEY, _meta(), _tensors(), fingerprint="fp")
+    for failure, raised in [(MemoryError(), MemoryError), (pa.ArrowMemoryError("malloc of 9 GiB failed"), MemoryError),
+                            (OSError(errno.EIO, "Input/output error"), ResourceError)]:
+        def fail(*a, **k):
+            raise failure
+
+        monkeypatch.setattr(pq, "ParquetFile", fail)  # the entry's read and its footer's
+        with pytest.raises(raised):
+            entry_format.read_entry(path, KEY)
+        with pytest.raises(raised):
+            cache.get(KEY)
+        with pytest.raises(raised):
+            cache.prune(bad=True)
+        assert path.exists()
+    with pytest.raises(ResourceError, match="Input/output error"):
+        cache.check(KEY)
+    monkeypatch.undo()
+
+    def footer_short_of_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(pq, "read_metadata", footer_short_of_memory)  # the listing prune starts from
+    with pytest.raises(MemoryError):
+        cache.prune(bad=True)
+    assert path.exists()
+    monkeypatch.undo()
+    assert cache.verify() == [] and cache.get(KEY).meta["scene_name"] == "scene0000_00"
+
+
 # --------------------------------------------------------------------------- prune / stats
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from spacemind_cli.errors import CheckpointError
 from spacemind_cli.models import internvl
-from spacemind_cli.models.checkpoint_tools import assemble, inspect
+from spacemind_cli.models.checkpoint_tools import assemble, copy_folder, inspect
 from spacemind_cli.models.lora import merge_lora
 from spacemind_cli.models.preprocess import prepare
 from spacemind_cli.models.checkpoint import checkpoint_id, encoder_fingerprint
@@ -75,6 +75,34 @@ def test_assemble_fresh_cgmf_answers_like_plain_internvl(ckpt, enc, tmp_path):
     again = assemble(tmp_path / "again", **_parts(ckpt), cgmf_overrides=SMALL_CGMF, num_frames=6, link=False)
     assert checkpoint_id(again) == checkpoint_id(fresh)
     assert not os.path.samefile(again / "internvl" / "model.safetensors", src)
+
+
+def test_copy_folder_links_weights_copies_small_files_and_can_redo_a_copy(tmp_path):
+    """What assemble and the trained-checkpoint export need: weights (a VGGT folder's model.pt
+    too, when asked) hard-linked, config and tokenizer files copied; copying again into the same
+    folder keeps the links and replaces a small file that an older copy had linked."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name, data in [("model.safetensors", b"W"), ("model.pt", b"P"), ("config.json", b"{}"),
+                       ("tokenizer.json", b"T"), (".hidden", b"H")]:
+        (src / name).write_bytes(data)
+
+    assert copy_folder(src, tmp_path / "default", True, "src") == ["config.json", "model.safetensors", "tokenizer.json"]
+
+    dst.mkdir()
+    os.link(src / "config.json", dst / "config.json")  # an older export's linked config
+    placed = copy_folder(src, dst, True, "src", skip_pickled=False)
+    assert placed == ["config.json", "model.pt", "model.safetensors", "tokenizer.json"]
+    assert os.path.samefile(dst / "model.safetensors", src / "model.safetensors")
+    assert os.path.samefile(dst / "model.pt", src / "model.pt")
+    for name in ("config.json", "tokenizer.json"):
+        assert not os.path.samefile(dst / name, src / name)
+    (dst / "config.json").write_text('{"edited": true}')
+    assert (src / "config.json").read_text() == "{}"
+
+    assert copy_folder(src, dst, True, "src", skip_pickled=False) == placed  # again: links kept, copies redone
+    assert os.path.samefile(dst / "model.safetensors", src / "model.safetensors")
+    assert (dst / "config.json").read_text() == "{}"
 
 
 def test_assemble_with_trained_fusion_weights_reproduces_the_checkpoint(ckpt, sm, enc, tmp_path):
@@ -312,6 +340,28 @@ def test_inspect_counts_equal_the_loaded_modules(ckpt, sm, monkeypatch):
     assert report["fingerprints"] == {"encoder_fingerprint": sm.encoder_fingerprint, "checkpoint_id": sm.checkpoint_id}
     assert report["config"]["fusion"] == "cgmf" and report["config"]["num_frames"] == 32
     assert "d_a=32" in report["config"]["cgmf"] and report["details"]["preprocess"]["vggt_size"] == 56
+
+
+def _index_with_a_missing_shard(internvl_folder: Path) -> None:
+    weight_map = {"lm_head.weight": "model.safetensors", "model.norm.weight": "model-00002-of-00002.safetensors"}
+    (internvl_folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def test_a_missing_shard_is_named_by_assemble_inspect_and_load(ckpt, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(ckpt, folder)
+    _index_with_a_missing_shard(folder / "internvl")
+    assert internvl.missing_shards(folder / "internvl") == {"model-00002-of-00002.safetensors": ["model.norm.weight"]}
+    assert internvl.missing_shards(ckpt / "internvl") == {}  # no index: nothing listed, nothing missing
+    with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors listed in "
+                                              "model.safetensors.index.json is missing"):
+        assemble(tmp_path / "out", base=folder / "internvl", vggt=folder / "vggt")
+    assert "InternVL shard model-00002-of-00002.safetensors (listed in model.safetensors.index.json)" in inspect(folder)["missing"]
+    with pytest.raises(CheckpointError, match=r"shard\(s\) model-00002-of-00002.safetensors .* 1 weights are not there"):
+        internvl.load(folder / "internvl", device="cpu", dtype=torch.float32)
+    (folder / "internvl" / "model.safetensors.index.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json is unreadable"):
+        inspect(folder)
 
 
 def test_inspect_reports_missing_weights(ckpt, tmp_path):

@@ -150,6 +150,43 @@ def test_compare_runs_via_json(tmp_path):
         load_result_json(tmp_path / "junk.json")
 
 
+def test_a_compare_scores_json_is_read_once(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from spacemind_cli.eval.report import load_compare_item
+
+    path = tmp_path / "run-b.json"
+    path.write_text(json.dumps(to_json(vsi_result(label="run-b", flip=True))))
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or read_text(self, *a, **k))
+    other = load_compare_item(path, vsi_result())
+    assert other.label == "run-b" and other.get("route_planning_accuracy") == 100.0
+    assert reads == ["run-b.json"]
+
+
+def test_a_scores_json_of_older_scoring_rules_is_marked_in_a_comparison(tmp_path):
+    """SQA3D's official rule for empty predictions changed (rules v2); a scores JSON written
+    before the rules were recorded is v1, and a comparison says so instead of mixing silently."""
+    from spacemind_cli.eval.result import SCORING_RULES
+
+    current = to_json(sqa_result())
+    assert current["rules"] == SCORING_RULES["sqa3d"] == 2
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({**current, "label": "same"}))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in current.items() if k not in ("rules", "label")}))
+
+    text = _render(render_table(sqa_result(), compare=[same, old]))
+    assert "old (rules v1)" in text and "same (rules" not in text
+    md = to_markdown(sqa_result(), compare=[same, old])
+    assert "Note: old (rules v1) was scored under SQA3D scoring rules v1, this run under v2." in md
+    assert "Note: same" not in md
+    old.write_text(json.dumps({**current, "rules": "2"}))
+    with pytest.raises(InputError, match="scoring rules '2' is not a version number"):
+        load_result_json(old)
+
+
 def test_references_cite_sources():
     for bench in ("vsibench", "sqa3d", "spbench"):
         refs = references_for(bench)

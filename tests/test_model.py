@@ -324,6 +324,9 @@ def test_trust_rule(ckpt, tmp_path, monkeypatch):
         ({"format_version": 99}, "newer"),
         ({"type": "llava"}, "config type"),
         ({"preprocess": {"vggt_size": 518, "future_knob": 1}}, "invalid settings"),
+        ({"preprocess": {"vit_mean": None}}, "invalid settings: preprocess: vit_mean must be a list of 3 numbers"),
+        ({"preprocess": {"vit_std": 0.5}}, "invalid settings: preprocess: vit_std must be a list of 3 numbers"),
+        ({"preprocess": {"vit_std": "abc"}}, "vit_std must be a list of 3 numbers"),
     ],
 )
 def test_config_refused(ckpt, tmp_path, change, match):
@@ -336,6 +339,19 @@ def test_config_refused(ckpt, tmp_path, change, match):
         SpaceMind.from_pretrained(folder)
     with pytest.raises(CheckpointError, match=match):
         SpaceMindConfig.from_dict(cfg)
+
+
+def test_bad_vggt_weights_refused_before_loading(ckpt, monkeypatch):
+    """A bad vggt_weights argument is the caller's mistake (ValueError), found before the minutes
+    internvl.load takes for a real model, not a CheckpointError after it."""
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("internvl was loaded before vggt_weights was checked")
+
+    monkeypatch.setattr(internvl, "load", no_loading)
+    monkeypatch.setattr(internvl, "load_vision_only", no_loading)
+    with pytest.raises(ValueError, match="vggt_weights must be one of fp32, half, got 'fp16'"):
+        SpaceMind.from_pretrained(ckpt, vggt_weights="fp16")
 
 
 def test_missing_or_mismatched_fusion_weights_refused(ckpt, tmp_path):

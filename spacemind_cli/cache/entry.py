@@ -16,7 +16,10 @@ Reading trusts nothing it has not checked (``read_entry``): every column has the
 was written with, every value decodes to the Python type it must have, the meta matches its
 checksum, the row's tensor list and specs equal the footer's independent copy (so a damaged
 `tensor_names` cannot make a tensor vanish silently), and every tensor's bytes match their
-CRC-32. Any failure, whatever exception the damage provokes inside pyarrow, is ``Corrupt``.
+CRC-32. Any failure, whatever exception the damage provokes inside pyarrow, is ``Corrupt``;
+but not running out of memory (MemoryError, raised as is) or an error of the operating system
+(an OSError with an errno: ResourceError), which say nothing about the file's bytes: such an
+entry must not be recomputed or pruned as bad.
 """
 
 from __future__ import annotations
@@ -69,15 +72,8 @@ STORE_COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 RESERVED = {"key"} | {n for n, _ in STORE_COLUMNS} | {n for n, _ in META_COLUMNS}
 _SHAPE, _DTYPE, _CHECKSUM = "__shape", "__dtype", "__checksum"
-# What reading checks each scalar column it uses against: the Arrow type it was written with.
-_READ_TYPES: dict[str, pa.DataType] = {
-    "key": pa.string(),
-    "fingerprint": pa.string(),
-    "schema_version": pa.int32(),
-    "tensor_names": pa.list_(pa.string()),
-    "meta_json": pa.string(),
-    "meta_checksum": pa.string(),
-}
+# Every scalar column's Arrow type, as written and as checked on reading: the one place it is said.
+_TYPES: dict[str, pa.DataType] = {"key": pa.string(), **dict(STORE_COLUMNS)}
 _SPEC_TYPES = {_SHAPE: pa.list_(pa.int64()), _DTYPE: pa.string(), _CHECKSUM: pa.string()}
 
 
@@ -160,7 +156,7 @@ def build_table(key: str, meta: Mapping[str, Any], enc: dict[str, tcodec.Encoded
     meta_json = dump_json(dict(meta), "meta")
     plain = json.loads(meta_json)  # what readers will get back: tuples -> lists, numpy -> python
 
-    cols: dict[str, pa.Array] = {"key": pa.array([key], pa.string())}
+    cols: dict[str, pa.Array] = {"key": pa.array([key], _TYPES["key"])}
     for name, typ in META_COLUMNS:
         value = plain.get(name)
         if name == "num_frames" and value is None and isinstance(plain.get("frame_indices"), list):
@@ -175,20 +171,20 @@ def build_table(key: str, meta: Mapping[str, Any], enc: dict[str, tcodec.Encoded
     created = plain.get("created")
     if not isinstance(created, (int, float)) or isinstance(created, bool):
         created = None
-    cols.update(
-        fingerprint=pa.array([fingerprint], pa.string()),
-        schema_version=pa.array([SCHEMA_VERSION], pa.int32()),
-        created=pa.array([None if created is None else float(created)], pa.float64()),
-        spacemind_version=pa.array([str(plain.get("spacemind_version", SPACEMIND_VERSION))], pa.string()),
-        tensor_names=pa.array([list(enc)], pa.list_(pa.string())),
-        nbytes=pa.array([sum(e.nbytes for e in enc.values())], pa.int64()),
-        meta_json=pa.array([meta_json], pa.string()),
-        meta_checksum=pa.array([tcodec.checksum(meta_json.encode())], pa.string()),
-    )
+    store = {
+        "fingerprint": fingerprint,
+        "schema_version": SCHEMA_VERSION,
+        "created": None if created is None else float(created),
+        "spacemind_version": str(plain.get("spacemind_version", SPACEMIND_VERSION)),
+        "tensor_names": list(enc),
+        "nbytes": sum(e.nbytes for e in enc.values()),
+        "meta_json": meta_json,
+        "meta_checksum": tcodec.checksum(meta_json.encode()),
+    }
+    cols.update((name, pa.array([store[name]], typ)) for name, typ in STORE_COLUMNS)
     for name, e in enc.items():
-        cols[f"{name}{_SHAPE}"] = pa.array([list(e.shape)], pa.list_(pa.int64()))
-        cols[f"{name}{_DTYPE}"] = pa.array([e.dtype], pa.string())
-        cols[f"{name}{_CHECKSUM}"] = pa.array([e.checksum], pa.string())
+        for suffix, value in ((_SHAPE, list(e.shape)), (_DTYPE, e.dtype), (_CHECKSUM, e.checksum)):
+            cols[f"{name}{suffix}"] = pa.array([value], _SPEC_TYPES[suffix])
     for name, e in enc.items():  # zero-copy: the blob's data buffer is the tensor's memory
         offsets = pa.py_buffer(np.array([0, e.nbytes], dtype=np.int64))
         cols[name] = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(e.data)])
@@ -233,6 +229,18 @@ def write_options(table: pa.Table, tensor_names: Iterable[str], compression: str
 # ---------------------------------------------------------------------------------------- read
 
 
+def raise_unless_damage(exc: Exception, path: Path) -> None:
+    """Raise `exc` as what it is when it says nothing about the file's bytes, so that a good entry
+    is neither recomputed nor pruned as bad: MemoryError (pyarrow's ArrowMemoryError too) as is;
+    an OSError with an errno (permissions, an I/O error, too many open files) as a ResourceError.
+    Returns for anything else: Arrow's own IO and parse errors on a damaged file carry no errno."""
+    if isinstance(exc, MemoryError):
+        raise exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or short(exc)
+        raise ResourceError(f"cannot read {path}: {reason}") from exc
+
+
 def footer_kv(md: pq.FileMetaData) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (md.metadata or {}).items()}
 
@@ -247,8 +255,9 @@ def read_entry(
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read and fully verify one entry: exactly the meta and tensors that were written.
 
-    Raises FileNotFoundError when absent, ResourceError when unreadable for permissions, and
-    ``Corrupt`` for anything else wrong with the file, including entries of another schema and,
+    Raises FileNotFoundError when absent, MemoryError as is, ResourceError when the system
+    cannot read it (permissions, an I/O error, too many open files: an OSError with an errno),
+    and ``Corrupt`` for anything else wrong with the file, including entries of another schema and,
     when given, entries made by other encoder weights (``fingerprint``) or holding another set of
     tensors than the caller needs (``tensor_names``)."""
     try:
@@ -266,13 +275,12 @@ def read_entry(
             table = pf.read_row_group(0, use_threads=True)
     except (FileNotFoundError, Corrupt):
         raise
-    except PermissionError as exc:
-        raise ResourceError(f"cannot read {path}: permission denied") from exc
     except Exception as exc:  # whatever a damaged file makes pyarrow raise
+        raise_unless_damage(exc, path)
         raise Corrupt(f"unreadable parquet ({short(exc)})") from None
     try:
         return _decode(table, kv, key, fingerprint, None if tensor_names is None else set(tensor_names))
-    except Corrupt:
+    except (Corrupt, MemoryError):
         raise
     except Exception as exc:  # a damaged value that decodes to something unexpected
         raise Corrupt(f"undecodable entry ({type(exc).__name__}: {short(exc)})") from None
@@ -304,23 +312,23 @@ def _decode(
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    if scalar("key", _READ_TYPES["key"], is_str) != key:
+    if scalar("key", _TYPES["key"], is_str) != key:
         raise Corrupt(f"holds key {table.column('key')[0].as_py()!r}, expected {key!r}")
-    row_fp = scalar("fingerprint", _READ_TYPES["fingerprint"], is_str)
+    row_fp = scalar("fingerprint", _TYPES["fingerprint"], is_str)
     if fingerprint is not None and row_fp != fingerprint:
         # Every checksum can be right and the features still belong to other weights (a
         # copied or hand-merged cache): only the fingerprint tells.
         raise Corrupt(f"made by other encoder weights (fingerprint {row_fp[:12]}, expected {fingerprint[:12]})")
-    version = scalar("schema_version", _READ_TYPES["schema_version"], is_int)
+    version = scalar("schema_version", _TYPES["schema_version"], is_int)
     if version != SCHEMA_VERSION:
         raise Corrupt(f"row schema version {version}, expected {SCHEMA_VERSION}")
-    meta_json = scalar("meta_json", _READ_TYPES["meta_json"], is_str)
-    if tcodec.checksum(meta_json.encode()) != scalar("meta_checksum", _READ_TYPES["meta_checksum"], is_str):
+    meta_json = scalar("meta_json", _TYPES["meta_json"], is_str)
+    if tcodec.checksum(meta_json.encode()) != scalar("meta_checksum", _TYPES["meta_checksum"], is_str):
         raise Corrupt("meta checksum mismatch")
     meta = json.loads(meta_json)
     if not isinstance(meta, dict):
         raise Corrupt("meta is not a JSON object")
-    names = scalar("tensor_names", _READ_TYPES["tensor_names"],
+    names = scalar("tensor_names", _TYPES["tensor_names"],
                    lambda v: isinstance(v, list) and all(is_str(n) and TENSOR_NAME_RE.match(n) for n in v))
     if len(set(names)) != len(names):
         raise Corrupt("tensor names repeat")

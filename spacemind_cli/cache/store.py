@@ -388,6 +388,7 @@ class FeatureCache:
         except FileNotFoundError:
             return None
         except Exception as exc:  # whatever a damaged footer makes pyarrow or json raise
+            entry_format.raise_unless_damage(exc, path)  # not an error for prune --bad to act on
             info.error = f"unreadable parquet footer ({entry_format.short(exc)})"
         return info
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ _GROUP_LABELS = {"SPBench": "SPBench overall*"}
 
 CompareItem = EvalResult | str | Path
 
+log = logging.getLogger(__name__)
+
 
 # ------------------------------------------------------------------------------------------
 # JSON
@@ -47,6 +51,7 @@ def to_json(result: EvalResult, include_samples: bool = False) -> dict[str, Any]
         "schema": RESULT_SCHEMA,
         "benchmark": result.benchmark,
         "variant": result.variant,
+        "rules": result.rules,
         "label": result.label,
         "source": result.source,
         "input_format": result.input_format,
@@ -72,6 +77,9 @@ def result_from_json(data: Any, source: str | Path = "") -> EvalResult:
         scores = [Score.from_dict(d) for d in data["metrics"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{source}: malformed metrics entry ({exc})") from None
+    rules = data.get("rules", 1)  # written before the rules were recorded: version 1
+    if isinstance(rules, bool) or not isinstance(rules, int) or rules < 1:
+        raise InputError(f"{source}: scoring rules {rules!r} is not a version number")
     return EvalResult(
         benchmark=str(data.get("benchmark")),
         variant=str(data.get("variant", "official")),
@@ -85,6 +93,7 @@ def result_from_json(data: Any, source: str | Path = "") -> EvalResult:
         unscored=dict(data.get("unscored") or {}),
         per_type=dict(data.get("per_question_type") or {}),
         notes=list(data.get("notes") or []),
+        rules=rules,
     )
 
 
@@ -101,15 +110,15 @@ def load_result_json(path: str | Path) -> EvalResult:
     return result_from_json(data, path)
 
 
-def _is_result_json(path: Path) -> bool:
-    """Whether `path` holds one JSON object written by `--json` (an answers file does not)."""
+def _result_json_data(path: Path) -> dict | None:
+    """The object `path` holds if it is one written by `--json`, else None (an answers file)."""
     if path.suffix.lower() != ".json":
-        return False
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA else None
 
 
 def load_compare_item(item: str | Path, result: EvalResult) -> EvalResult:
@@ -118,8 +127,9 @@ def load_compare_item(item: str | Path, result: EvalResult) -> EvalResult:
     path = Path(item)
     if not path.exists():
         raise InputError(f"--compare {path}: no such file")
-    if _is_result_json(path):
-        return load_result_json(path)
+    data = _result_json_data(path)  # read and parsed once
+    if data is not None:
+        return result_from_json(data, path)
     from .evaluate import evaluate_file
 
     try:
@@ -139,6 +149,11 @@ def load_compare(result: EvalResult, compare: Sequence[CompareItem] | None) -> l
             raise InputError(
                 f"{other.source or other.label}: a {other.benchmark} result cannot be compared with {result.benchmark}"
             )
+        if other.rules != result.rules:  # an old scores JSON: shown as such, never silently mixed
+            log.warning("%s was scored under %s scoring rules v%d, this run under v%d; compare its answers file to "
+                        "score both alike", other.source or other.label, TITLES.get(other.benchmark, other.benchmark),
+                        other.rules, result.rules)
+            other = dataclasses.replace(other, label=f"{other.label} (rules v{other.rules})")
         out.append(other)
     return out
 
@@ -153,13 +168,15 @@ class Series:
     values: dict[str, float | None]  # score id -> percent
     counts: dict[str, int]
     variant: str = "official"
+    rules: int = 0  # the scoring rules' version (EvalResult.rules); 0 for references
 
 
 def series_for(
     result: EvalResult, compare: Sequence[CompareItem] | None = None, references: bool = False
 ) -> list[Series]:
     def of(r: EvalResult, kind: str) -> Series:
-        return Series(r.label, kind, {s.id: s.value for s in r.scores}, {s.id: s.n for s in r.scores}, r.variant)
+        return Series(r.label, kind, {s.id: s.value for s in r.scores}, {s.id: s.n for s in r.scores}, r.variant,
+                      r.rules)
 
     out = [of(result, "run")]
     out += [of(r, "compare") for r in load_compare(result, compare)]
@@ -315,6 +332,9 @@ def to_markdown(
     for other in series[1:]:
         if other.kind == "compare" and other.variant != result.variant:
             lines.append(f"Note: {other.label} was scored with variant '{other.variant}'.")
+        if other.kind == "compare" and other.rules != result.rules:
+            lines.append(f"Note: {other.label} was scored under {title} scoring rules v{other.rules}, this run under "
+                         f"v{result.rules}.")
     if result.notes:
         lines.append("")
         lines += [f"- {n}" for n in result.notes]

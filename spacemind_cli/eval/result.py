@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESULT_SCHEMA = "spacemind-eval/1"
+# The version of each benchmark's official scoring rules, written into every scores JSON
+# ("rules") so that `--compare` shows when a saved run was scored under other rules. Bump it
+# when a benchmark's official scoring changes. A JSON without it was written under version 1.
+# SQA3D 2: LEO's empty-prediction rule (see sqa3d.py); version 1 is every JSON written before
+# rules were recorded, most of them under the rule that is now the 'nonempty' variant.
+SCORING_RULES = {"vsibench": 1, "sqa3d": 2, "spbench": 1}
 
 
 @dataclass
@@ -74,6 +80,11 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)  # decisions and warnings worth printing
     samples: list[dict[str, Any]] = field(default_factory=list)  # per-question scores
     input_format: str = ""  # "answers" | "lmms-eval" | "spatialladder"
+    rules: int = 0  # SCORING_RULES' version it was scored under; 0: this spacemind's (filled in)
+
+    def __post_init__(self) -> None:
+        if not self.rules:
+            self.rules = SCORING_RULES.get(self.benchmark, 1)
 
     def get(self, score_id: str) -> float | None:
         for s in self.scores:

@@ -82,8 +82,8 @@ class SpaceMindConfig:
             cfg.cgmf = CGMFConfig.from_dict(d.get("cgmf", {}))
             cfg.preprocess = PreprocessConfig.from_dict(d.get("preprocess", {}))
             cfg.prompt = config_from_dict(PromptConfig, d.get("prompt", {}), where="prompt")
-        except ValueError as exc:
-            # e.g. a setting this version does not know: refuse with one line, not a traceback
+        except (TypeError, ValueError) as exc:
+            # e.g. a setting this version does not know or of the wrong type: one line, not a traceback
             raise CheckpointError(f"config has invalid settings: {exc}") from None
         if cfg.fusion not in ("cgmf", "none"):
             raise CheckpointError(f"unknown fusion {cfg.fusion!r} (cgmf | none)")

@@ -35,7 +35,7 @@ from .checkpoint import (
     resolve_component,
     versions,
 )
-from .internvl import VISION_PREFIXES
+from .internvl import SHARD_INDEX, VISION_PREFIXES, missing_shards
 from .vggt import SKIPPED_PREFIXES as VGGT_HEAD_PREFIXES
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,13 @@ def _cgmf_config(d_v: int, d_s: int, overrides: dict | None) -> CGMFConfig:
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
+    """`src` at `dst`, hard-linked (when `link` and possible) or copied. A file already at `dst`
+    is kept if it is the very file a link would give, else replaced: never written through, since
+    it may be a hard link to a source (an older export's linked config.json)."""
+    if dst.exists() and link and os.path.samefile(src, dst):
+        return
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
     if link:
         copy_or_link(src, dst)
     else:
@@ -238,17 +245,23 @@ def _place(src: Path, dst: Path, link: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def copy_folder(src: Path, dst: Path, link: bool, what: str) -> list[str]:
-    """Copy a model folder's files (weights linked when `link`; small files always copied, so
-    editing them never edits the source). Pickled weights are skipped."""
+def copy_folder(src: Path, dst: Path, link: bool, what: str, *, skip_pickled: bool = True) -> list[str]:
+    """Copy a model folder's files into `dst` (which may hold an earlier copy: see `_place`).
+
+    Weight files are hard-linked when `link` (copied across devices); small files (config,
+    tokenizer) are always copied, so editing them never edits the source. Pickled weights are
+    skipped, unless `skip_pickled=False` (a VGGT folder's model.pt, which VGGT loads with
+    weights_only=True), then they are weights like the others. Hidden files and folders are left
+    out. Returns the names placed."""
     placed, skipped = [], []
     for entry in sorted(src.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
-        if entry.suffix in PICKLE_SUFFIXES:
+        pickled = entry.suffix in PICKLE_SUFFIXES
+        if pickled and skip_pickled:
             skipped.append(entry.name)
             continue
-        _place(entry, dst / entry.name, link and entry.suffix == ".safetensors")
+        _place(entry, dst / entry.name, link and (entry.suffix == ".safetensors" or pickled))
         placed.append(entry.name)
     if skipped:
         log.info("%s: skipped %d pickled file(s) (%s); only safetensors are used", what, len(skipped), ", ".join(skipped[:3]))
@@ -289,12 +302,9 @@ def assemble(
     weight_files = sorted(base.glob("*.safetensors"))
     if not weight_files:
         raise CheckpointError(f"InternVL folder {base} holds no .safetensors weights")
-    index = base / "model.safetensors.index.json"
-    if index.is_file():
-        shards = set((read_json(index).get("weight_map") or {}).values())
-        absent = sorted(s for s in shards if not (base / s).is_file())
-        if absent:
-            raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {index.name} is missing")
+    absent = sorted(missing_shards(base))
+    if absent:
+        raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {SHARD_INDEX} is missing")
     d_v = int(icfg.text_config.hidden_size)
 
     # VGGT: config and safetensors header only.
@@ -401,11 +411,8 @@ def inspect(ckpt_dir: str | os.PathLike, *, trusted_paths=()) -> dict:
         headers: dict[str, dict] = {}
         for f in files:
             headers.update(safetensors_header(f))
-        index = base_path / "model.safetensors.index.json"
-        if index.is_file():
-            for shard in sorted(set((read_json(index).get("weight_map") or {}).values())):
-                if not (base_path / shard).is_file():
-                    missing.append(f"InternVL shard {shard} (listed in {index.name})")
+        for shard in sorted(missing_shards(base_path)):
+            missing.append(f"InternVL shard {shard} (listed in {SHARD_INDEX})")
         expected: dict[str, int | None] = {"vision": None, "projector": None, "llm": None}
         try:
             icfg, iraw = _internvl_config(base_path)

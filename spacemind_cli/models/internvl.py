@@ -83,25 +83,37 @@ def _config(path: str, local: bool):
     return config
 
 
-def _check_shards(folder: Path) -> None:
-    """Every shard the index lists must exist: name the missing ones and the weights they hold."""
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def missing_shards(folder: Path) -> dict[str, list[str]]:
+    """The shards `folder`'s safetensors index lists that are not there, each with the weights it
+    holds ({} when every shard is there or the folder has no index). An index that cannot be read
+    is a CheckpointError naming it."""
     import json
 
-    index = folder / "model.safetensors.index.json"
+    index = Path(folder) / SHARD_INDEX
     if not index.is_file():
-        return
+        return {}
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        entries = [(str(key), str(shard)) for key, shard in weight_map.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{index} is unreadable: {exc}") from None
     missing: dict[str, list[str]] = {}
-    for key, shard in weight_map.items():
-        if not (folder / shard).is_file():
+    for key, shard in entries:
+        if not (Path(folder) / shard).is_file():
             missing.setdefault(shard, []).append(key)
+    return missing
+
+
+def _check_shards(folder: Path) -> None:
+    """Every shard the index lists must exist: name the missing ones and the weights they hold."""
+    missing = missing_shards(folder)
     if missing:
         keys = sorted(k for ks in missing.values() for k in ks)
         raise CheckpointError(
-            f"InternVL folder {folder}: shard(s) {', '.join(sorted(missing))} listed in {index.name} are missing; "
+            f"InternVL folder {folder}: shard(s) {', '.join(sorted(missing))} listed in {SHARD_INDEX} are missing; "
             f"{len(keys)} weights are not there ({_first(keys)})"
         )
 

@@ -41,8 +41,16 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         cfg = config_from_dict(cls, d, where="preprocess")
-        cfg.vit_mean, cfg.vit_std = tuple(cfg.vit_mean), tuple(cfg.vit_std)
+        cfg.vit_mean, cfg.vit_std = _three_numbers("vit_mean", cfg.vit_mean), _three_numbers("vit_std", cfg.vit_std)
         return cfg
+
+
+def _three_numbers(name: str, value) -> tuple:
+    """A per-channel (RGB) statistic; ValueError (config_from_dict's contract) if it is not one."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)):
+        raise ValueError(f"preprocess: {name} must be a list of 3 numbers, got {value!r}")
+    return tuple(value)
 
 
 def _bicubic(frame: np.ndarray, width: int, height: int) -> np.ndarray:

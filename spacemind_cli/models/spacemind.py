@@ -98,6 +98,8 @@ class SpaceMind(nn.Module):
         facebookresearch/vggt runs it. "half" stores VGGT's weights in `dtype` instead (half the
         memory, 2.1 GiB less for VGGT-1B; features deviate from the reference's).
         """
+        if vggt_weights not in VGGT_WEIGHTS:  # a bad argument, not a bad checkpoint: refused before any loading
+            raise ValueError(f"vggt_weights must be one of {', '.join(VGGT_WEIGHTS)}, got {vggt_weights!r}")
         from .vggt import VGGT
 
         root = Path(path)
@@ -116,8 +118,6 @@ class SpaceMind(nn.Module):
         else:
             model, tokenizer = internvl.load_vision_only(base, device=device, dtype=dtype), None
 
-        if vggt_weights not in VGGT_WEIGHTS:
-            raise CheckpointError(f"vggt_weights must be one of {', '.join(VGGT_WEIGHTS)}, got {vggt_weights!r}")
         vggt_dtype = torch.float32 if vggt_weights == "fp32" else dtype
 
         def load_vggt():
