@@ -31,17 +31,16 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import workload
+from bench.common import machine_info, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -199,6 +198,7 @@ def markdown(res: dict) -> str:
 
 def run(n_scenes: int, n_questions: int, workdir: Path, browser: bool = True) -> dict:
     os.environ["SPACEMIND_HOME"] = str(workdir / "home")  # a fresh fingerprint memo: cold means cold
+    machine = machine_info()
     t = time.perf_counter()
     names = workload.scene_names(n_scenes)
     workload.write_scenes(workdir / "scenes", n_scenes)
@@ -227,13 +227,7 @@ def run(n_scenes: int, n_questions: int, workdir: Path, browser: bool = True) ->
     s = warm["summary"]
     thumbs = sorted((out / "thumbs").glob("*/*.jpg"))
     res = {
-        "machine": {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine,
         "workload": {
             "scenes": n_scenes,
             "questions": len(rows),
@@ -276,11 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(res))
+    write_results(args.out, res, markdown(res))
     log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
-    print(markdown(res))
     return 0
 
 
