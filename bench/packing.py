@@ -7,7 +7,7 @@ The tiny random-weight SpaceMind (models/tiny.py: 2-layer Qwen2, 64 image tokens
 what issue 13 trains: a CGMF feeding the prefix's image tokens plus PEFT LoRA (r 8) on every
 linear layer of the LLM, everything else frozen. Scenes are random encoder outputs (their
 values do not change the cost); questions and answers are the bundled VSI-Bench-format examples
-(`bench/workload.example_rows`, the library's prompt builder), 18 per scene as VSI-Bench has.
+(`bench/workload.scene_rows`, the library's prompt builder), 18 per scene as VSI-Bench has.
 
 One epoch = per scene: `SpaceMind.scene_loss_sum(enc, pairs, packed=...)`, loss = sum / targets,
 backward (no optimizer step: it costs the same either way). `packed` runs
@@ -49,7 +49,7 @@ def build(sizes: Sizes, seed: int = 0):
     """(SpaceMind with trainable CGMF + LoRA, [(EncoderOutputs, [(prompt, answer)])] per scene)."""
     from peft import LoraConfig, get_peft_model
 
-    from bench.workload import example_rows
+    from bench.workload import scene_rows
     from spacemind_cli.models.spacemind import EncoderOutputs, SpaceMind
     from spacemind_cli.models.tiny import build_tiny
     from spacemind_cli.prompts import build_prompt
@@ -62,7 +62,6 @@ def build(sizes: Sizes, seed: int = 0):
     get_peft_model(model, lora)
     fusion.requires_grad_(True)
     sm = SpaceMind(config, vggt, model, tokenizer, fusion).train()
-    rows = example_rows()
     scenes = []
     for i in range(sizes.scenes):
         g = torch.Generator().manual_seed(100 + i)
@@ -72,8 +71,7 @@ def build(sizes: Sizes, seed: int = 0):
             internvit=torch.randn(sizes.frames, 64, 128, generator=g),
             pose_enc=torch.randn(sizes.frames, 9, generator=g),
         )
-        picked = [rows[(i * sizes.questions + k) % len(rows)] for k in range(sizes.questions)]
-        scenes.append((enc, [(build_prompt(r), str(r["ground_truth"])) for r in picked]))
+        scenes.append((enc, [(build_prompt(r), str(r["ground_truth"])) for r in scene_rows(i, sizes.questions)]))
     return sm, scenes
 
 
