@@ -79,26 +79,40 @@ def _trained(sm) -> list[torch.nn.Parameter]:
     return [p for p in list(sm.fusion.parameters()) + list(sm.internvl.parameters()) if p.requires_grad]
 
 
-def epoch(sm, scenes, packed: bool) -> dict:
-    """One pass: per scene loss (token CE sum / targets) and backward. Returns seconds, tokens,
-    the losses and the summed gradients (for the check)."""
+def scene_counts(sm, scenes) -> list[dict]:
+    """Per scene, tokenized once: the prefix length, each question + answer segment's length
+    (prompt, answer, end of turn) and the answer targets `scene_loss_sum` must count."""
     from spacemind_cli.models import packing
 
+    out = []
+    for enc, pairs in scenes:
+        segments = [sm.segment(p, a) for p, a in pairs]
+        out.append({
+            "prefix": len(sm.prefix_ids(enc.num_frames)),
+            "segments": [len(s.prompt_ids) + len(s.answer_ids) + 1 for s in segments],
+            "targets": packing.num_targets(segments),
+        })  # fmt: skip
+    return out
+
+
+def epoch(sm, scenes, counts: list[dict], packed: bool) -> dict:
+    """One pass: per scene loss (token CE sum / targets) and backward. Returns seconds, tokens,
+    the losses and the summed gradients (for the check). `counts`: `scene_counts(sm, scenes)`,
+    so nothing but the training step is tokenized inside the timed loop."""
     params = _trained(sm)
     for p in params:
         p.grad = None
     tokens = 0
     losses = []
     t0 = time.perf_counter()
-    for enc, pairs in scenes:
+    for (enc, pairs), c in zip(scenes, counts, strict=True):
         total, count = sm.scene_loss_sum(enc, pairs, packed=packed)
         loss = total / count
         loss.backward()
         losses.append(float(loss))
-        prefix = len(sm.prefix_ids(enc.num_frames))
-        suffix = sum(len(s.prompt_ids) + len(s.answer_ids) + 1 for s in (sm.segment(p, a) for p, a in pairs))
-        tokens += prefix + suffix if packed else len(pairs) * prefix + suffix
-        assert count == packing.num_targets([sm.segment(p, a) for p, a in pairs])
+        suffix = sum(c["segments"])
+        tokens += c["prefix"] + suffix if packed else len(pairs) * c["prefix"] + suffix
+        assert count == c["targets"]
     seconds = time.perf_counter() - t0
     return {"s": seconds, "tokens": tokens, "losses": losses, "grads": [p.grad.clone() for p in params]}
 
@@ -106,13 +120,14 @@ def epoch(sm, scenes, packed: bool) -> dict:
 def measure(sizes: Sizes | None = None, log=lambda msg: None) -> dict:
     sizes = sizes or Sizes()
     sm, scenes = build(sizes)
+    counts = scene_counts(sm, scenes)
     prefix_len = len(sm.prefix_ids(sizes.frames))
-    seg_lens = [len(sm.segment(p, a).prompt_ids) + len(sm.segment(p, a).answer_ids) + 1 for _, pairs in scenes for p, a in pairs]
-    epoch(sm, scenes[:1], True)  # warm-up (registration, allocator)
+    seg_lens = [n for c in counts for n in c["segments"]]
+    epoch(sm, scenes[:1], counts[:1], True)  # warm-up (registration, allocator)
     runs: dict[str, list[dict]] = {"packed": [], "separate": []}
     for _ in range(sizes.repeats):
         for name in runs:
-            runs[name].append(epoch(sm, scenes, packed=name == "packed"))
+            runs[name].append(epoch(sm, scenes, counts, packed=name == "packed"))
             log(f"{name}: {runs[name][-1]['s']:.2f} s, {runs[name][-1]['tokens']} tokens")
     best = {name: min(r, key=lambda x: x["s"]) for name, r in runs.items()}
     p, s = best["packed"], best["separate"]
