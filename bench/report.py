@@ -144,17 +144,16 @@ def browser_timings(report: Path, loads: int = 3) -> dict:
     opened, filters, searches = [], [], []
     with Chromium() as browser:
         for _ in range(loads):
-            page = browser.open(url, wait=ready, timeout=60)
-            opened.append(page.js("performance.getEntriesByName('report-ready')[0].startTime"))
-            filters.append(page.js(
-                "(() => { const el = document.querySelector('#f-res'), t = performance.now(); el.value = 'wrong';"
-                " el.dispatchEvent(new Event('change')); return performance.now() - t; })()"))
-            searches.append(page.js(
-                "(() => { const el = document.querySelector('#f-search'), t = performance.now(); el.value = 'table chair';"
-                " el.dispatchEvent(new Event('input')); return performance.now() - t; })()"))
-            dom = page.js("({nodes: document.getElementsByTagName('*').length, cards: document.querySelectorAll('article.q').length,"
-                          " images: document.querySelectorAll('#list img').length})")
-            page.close()
+            with browser.open(url, wait=ready, timeout=60) as page:
+                opened.append(page.js("performance.getEntriesByName('report-ready')[0].startTime"))
+                filters.append(page.js(
+                    "(() => { const el = document.querySelector('#f-res'), t = performance.now(); el.value = 'wrong';"
+                    " el.dispatchEvent(new Event('change')); return performance.now() - t; })()"))
+                searches.append(page.js(
+                    "(() => { const el = document.querySelector('#f-search'), t = performance.now(); el.value = 'table chair';"
+                    " el.dispatchEvent(new Event('input')); return performance.now() - t; })()"))
+                dom = page.js("({nodes: document.getElementsByTagName('*').length, cards: document.querySelectorAll('article.q').length,"
+                              " images: document.querySelectorAll('#list img').length})")
     return {
         "open_ms_median": round(statistics.median(opened), 1),
         "open_ms": [round(x, 1) for x in opened],

@@ -7,9 +7,9 @@ fd 4, each a JSON message ended by a NUL byte), so no port is opened and no webs
 needed. One page target, attached with ``flatten``; messages for it carry its ``sessionId``.
 
     with Chromium() as browser:
-        page = browser.open("file:///.../index.html", wait="document.body.dataset.ready === '1'")
-        n = page.js("document.querySelectorAll('article.q').length")
-        page.screenshot("shot.png")
+        with browser.open("file:///.../index.html", wait="document.body.dataset.ready === '1'") as page:
+            n = page.js("document.querySelectorAll('article.q').length")
+            page.screenshot("shot.png")
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def find_chromium() -> str | None:
 
 
 class Page:
+    """One tab; `with browser.open(url) as page:` closes it when the block ends, however it ends."""
+
     def __init__(self, browser: Chromium, session: str, target: str):
         self.browser = browser
         self.session = session
@@ -75,6 +77,12 @@ class Page:
 
     def close(self) -> None:
         self.browser.send("Target.closeTarget", {"targetId": self.target})
+
+    def __enter__(self) -> Page:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def requests(self) -> list[str]:
         """URLs this page has requested so far (the Network domain's requestWillBeSent events)."""
@@ -284,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     url = (args.report / "index.html").resolve().as_uri() + (f"#{args.hash}" if args.hash else "")
     shots: list[Path] = []
-    with Chromium(width=args.width, height=args.height) as browser:
-        page = browser.open(url, wait="document.body && document.body.dataset.ready === '1'")
+    with (
+        Chromium(width=args.width, height=args.height) as browser,
+        browser.open(url, wait="document.body && document.body.dataset.ready === '1'") as page,
+    ):
         if not args.clip:
             page.js(IMAGES_IN_VIEW_LOADED)
             shots.append(page.screenshot(args.out))
