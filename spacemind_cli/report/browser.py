@@ -257,19 +257,28 @@ class Chromium:
         return json.loads(raw)
 
     def open(self, url: str, wait: str | None = None, timeout: float = 30.0) -> Page:
+        """A new tab on `url` (once `wait` holds, when given); use it as `with browser.open(...) as
+        page:`. A tab that fails to open or to get ready is closed again."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session, target)
-        page.send("Page.enable")
-        page.send("Runtime.enable")
-        page.send("Network.enable")
-        page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
-        )
-        page.send("Page.navigate", {"url": url})
-        if wait:
-            page.wait(wait, timeout=timeout)
+        try:
+            session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            page = Page(self, session, target)
+            page.send("Page.enable")
+            page.send("Runtime.enable")
+            page.send("Network.enable")
+            page.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
+            )
+            page.send("Page.navigate", {"url": url})
+            if wait:
+                page.wait(wait, timeout=timeout)
+        except BaseException:
+            try:
+                self.send("Target.closeTarget", {"targetId": target}, timeout=5)
+            except (BrowserError, OSError):
+                pass  # Chromium is gone: nothing left to close, and the first error is the one to see
+            raise
         return page
 
 
