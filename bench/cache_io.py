@@ -10,7 +10,7 @@ case's dirty pages do not throttle the next) and ends with fsync, so writes meas
 from the page cache with posix_fadvise(DONTNEED) first (the VM host may still cache the disk).
 Reads include full verification (size + CRC-32 of every tensor) unless the name says otherwise.
 
-    python bench/cache_io.py [--scale 1.0] [--repeats 3]   # writes bench/results/cache_io.json
+    python -m bench.cache_io [--scale 1.0] [--repeats 3]   # writes bench/results/cache_io.json
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -34,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from bench.common import machine_info, write_json
 from spacemind_cli.cache import FeatureCache
 
 KEY = "5ce0" + "0123456789abcdef" * 3 + "abcdefabcdef"
@@ -223,15 +222,7 @@ def run(tmpdir: str | os.PathLike, scale: float = 1.0, repeats: int = 3) -> dict
     meta, tensors = make_entry(scale)
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     res: dict = {
-        "env": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pyarrow": pa.__version__,
-            "zlib": zlib.ZLIB_RUNTIME_VERSION,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "env": machine_info() | {"pyarrow": pa.__version__, "zlib": zlib.ZLIB_RUNTIME_VERSION},
         "entry": {
             "scale": scale,
             "repeats": repeats,
@@ -348,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.tmpdir:
             shutil.rmtree(tmp, ignore_errors=True)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(out, res)
     print(_summary(res))
     print(f"wrote {out}")
     return 0

@@ -25,12 +25,22 @@ def machine_info() -> dict:
     }
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """`text` into `path`, atomically (the whole file or the previous one, never half)."""
+    from spacemind_cli.files import atomic_write_text
+
+    atomic_write_text(Path(path), lambda fh: fh.write(text), durable=False)
+
+
+def write_json(out: str | Path, result: dict) -> None:
+    """`result` as indented JSON into `out`, atomically."""
+    write_text(out, json.dumps(result, indent=2) + "\n")
+
+
 def write_results(out: str | Path, result: dict, markdown: str, md: str | Path | None = None) -> None:
     """`out` (JSON) and its markdown (default: `out` with .md), each written atomically, and the
     markdown printed."""
-    from spacemind_cli.files import atomic_write_text
-
     out = Path(out)
-    atomic_write_text(out, lambda fh: fh.write(json.dumps(result, indent=2) + "\n"), durable=False)
-    atomic_write_text(Path(md) if md else out.with_suffix(".md"), lambda fh: fh.write(markdown), durable=False)
+    write_json(out, result)
+    write_text(Path(md) if md else out.with_suffix(".md"), markdown)
     print(markdown)

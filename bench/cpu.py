@@ -36,8 +36,9 @@ import platform
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from bench import common
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,21 +72,10 @@ def log(msg: str) -> None:
 
 
 def machine_info() -> dict:
+    """bench.common's machine info, and the versions and sizes this benchmark also depends on."""
     import pyarrow
-    import torch
-    import transformers
 
-    info = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "pyarrow": pyarrow.__version__,
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    info = common.machine_info() | {"processor": platform.processor() or None, "pyarrow": pyarrow.__version__}
     try:
         import ray
 
@@ -425,12 +415,11 @@ def main(argv=None) -> int:
         res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         res["total_s"] = _r(time.perf_counter() - t_all, 2)
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2) + "\n")
+        common.write_json(out, res)  # on a failure too: what was measured so far
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     md_path = Path(args.md) if args.md else out.with_suffix(".md")
-    md_path.write_text(markdown(res))
+    common.write_text(md_path, markdown(res))
     print(markdown(res))
     log(f"wrote {out} and {md_path} in {res['total_s']} s")
     return 0

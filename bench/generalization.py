@@ -17,7 +17,6 @@ dozen rooms; the figure says how far it gets.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import tempfile
@@ -26,15 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 from bench.common import write_results
+from bench.workload import make_examples_module
 
 RESULTS = REPO / "bench" / "results"
-
-
-def _make_examples():
-    spec = importlib.util.spec_from_file_location("make_examples", REPO / "examples" / "make_examples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def blind_baselines(train_rows: list[dict], eval_rows: list[dict]) -> list[dict]:
@@ -67,7 +60,7 @@ def run(rooms: int, held_out: int, epochs: int, frames: int, seed: int, work: Pa
     from spacemind_cli.training.config import TrainConfig
 
     t0 = time.perf_counter()
-    mk = _make_examples()
+    mk = make_examples_module()
     mk.generate(work / "rooms", quiet=True, scenes=mk.random_scenes(rooms, seed))
     render_s = time.perf_counter() - t0
     rows = [json.loads(line) for line in (work / "rooms" / "questions.jsonl").read_text().splitlines()]

@@ -7,7 +7,7 @@ The tiny random-weight SpaceMind (models/tiny.py: 2-layer Qwen2, 64 image tokens
 what issue 13 trains: a CGMF feeding the prefix's image tokens plus PEFT LoRA (r 8) on every
 linear layer of the LLM, everything else frozen. Scenes are random encoder outputs (their
 values do not change the cost); questions and answers are the bundled VSI-Bench-format examples
-(`bench/workload.example_rows`, the library's prompt builder), 18 per scene as VSI-Bench has.
+(`bench/workload.scene_rows`, the library's prompt builder), 18 per scene as VSI-Bench has.
 
 One epoch = per scene: `SpaceMind.scene_loss_sum(enc, pairs, packed=...)`, loss = sum / targets,
 backward (no optimizer step: it costs the same either way). `packed` runs
@@ -49,7 +49,7 @@ def build(sizes: Sizes, seed: int = 0):
     """(SpaceMind with trainable CGMF + LoRA, [(EncoderOutputs, [(prompt, answer)])] per scene)."""
     from peft import LoraConfig, get_peft_model
 
-    from bench.workload import example_rows
+    from bench.workload import scene_rows
     from spacemind_cli.models.spacemind import EncoderOutputs, SpaceMind
     from spacemind_cli.models.tiny import build_tiny
     from spacemind_cli.prompts import build_prompt
@@ -62,7 +62,6 @@ def build(sizes: Sizes, seed: int = 0):
     get_peft_model(model, lora)
     fusion.requires_grad_(True)
     sm = SpaceMind(config, vggt, model, tokenizer, fusion).train()
-    rows = example_rows()
     scenes = []
     for i in range(sizes.scenes):
         g = torch.Generator().manual_seed(100 + i)
@@ -72,8 +71,7 @@ def build(sizes: Sizes, seed: int = 0):
             internvit=torch.randn(sizes.frames, 64, 128, generator=g),
             pose_enc=torch.randn(sizes.frames, 9, generator=g),
         )
-        picked = [rows[(i * sizes.questions + k) % len(rows)] for k in range(sizes.questions)]
-        scenes.append((enc, [(build_prompt(r), str(r["ground_truth"])) for r in picked]))
+        scenes.append((enc, [(build_prompt(r), str(r["ground_truth"])) for r in scene_rows(i, sizes.questions)]))
     return sm, scenes
 
 
@@ -81,26 +79,40 @@ def _trained(sm) -> list[torch.nn.Parameter]:
     return [p for p in list(sm.fusion.parameters()) + list(sm.internvl.parameters()) if p.requires_grad]
 
 
-def epoch(sm, scenes, packed: bool) -> dict:
-    """One pass: per scene loss (token CE sum / targets) and backward. Returns seconds, tokens,
-    the losses and the summed gradients (for the check)."""
+def scene_counts(sm, scenes) -> list[dict]:
+    """Per scene, tokenized once: the prefix length, each question + answer segment's length
+    (prompt, answer, end of turn) and the answer targets `scene_loss_sum` must count."""
     from spacemind_cli.models import packing
 
+    out = []
+    for enc, pairs in scenes:
+        segments = [sm.segment(p, a) for p, a in pairs]
+        out.append({
+            "prefix": len(sm.prefix_ids(enc.num_frames)),
+            "segments": [len(s.prompt_ids) + len(s.answer_ids) + 1 for s in segments],
+            "targets": packing.num_targets(segments),
+        })  # fmt: skip
+    return out
+
+
+def epoch(sm, scenes, counts: list[dict], packed: bool) -> dict:
+    """One pass: per scene loss (token CE sum / targets) and backward. Returns seconds, tokens,
+    the losses and the summed gradients (for the check). `counts`: `scene_counts(sm, scenes)`,
+    so nothing but the training step is tokenized inside the timed loop."""
     params = _trained(sm)
     for p in params:
         p.grad = None
     tokens = 0
     losses = []
     t0 = time.perf_counter()
-    for enc, pairs in scenes:
+    for (enc, pairs), c in zip(scenes, counts, strict=True):
         total, count = sm.scene_loss_sum(enc, pairs, packed=packed)
         loss = total / count
         loss.backward()
         losses.append(float(loss))
-        prefix = len(sm.prefix_ids(enc.num_frames))
-        suffix = sum(len(s.prompt_ids) + len(s.answer_ids) + 1 for s in (sm.segment(p, a) for p, a in pairs))
-        tokens += prefix + suffix if packed else len(pairs) * prefix + suffix
-        assert count == packing.num_targets([sm.segment(p, a) for p, a in pairs])
+        suffix = sum(c["segments"])
+        tokens += c["prefix"] + suffix if packed else len(pairs) * c["prefix"] + suffix
+        assert count == c["targets"]
     seconds = time.perf_counter() - t0
     return {"s": seconds, "tokens": tokens, "losses": losses, "grads": [p.grad.clone() for p in params]}
 
@@ -108,13 +120,14 @@ def epoch(sm, scenes, packed: bool) -> dict:
 def measure(sizes: Sizes | None = None, log=lambda msg: None) -> dict:
     sizes = sizes or Sizes()
     sm, scenes = build(sizes)
+    counts = scene_counts(sm, scenes)
     prefix_len = len(sm.prefix_ids(sizes.frames))
-    seg_lens = [len(sm.segment(p, a).prompt_ids) + len(sm.segment(p, a).answer_ids) + 1 for _, pairs in scenes for p, a in pairs]
-    epoch(sm, scenes[:1], True)  # warm-up (registration, allocator)
+    seg_lens = [n for c in counts for n in c["segments"]]
+    epoch(sm, scenes[:1], counts[:1], True)  # warm-up (registration, allocator)
     runs: dict[str, list[dict]] = {"packed": [], "separate": []}
     for _ in range(sizes.repeats):
         for name in runs:
-            runs[name].append(epoch(sm, scenes, packed=name == "packed"))
+            runs[name].append(epoch(sm, scenes, counts, packed=name == "packed"))
             log(f"{name}: {runs[name][-1]['s']:.2f} s, {runs[name][-1]['tokens']} tokens")
     best = {name: min(r, key=lambda x: x["s"]) for name, r in runs.items()}
     p, s = best["packed"], best["separate"]

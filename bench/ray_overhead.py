@@ -28,12 +28,11 @@ import json
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import write_results
+from bench.common import machine_info, write_results
 
 from . import workload
 
@@ -133,6 +132,7 @@ def run(quick: bool, threads: int) -> dict:
     from spacemind_cli.models.tiny import write_tiny_checkpoint
 
     scenes, per_scene = (2, 6) if quick else (5, 120)
+    machine = machine_info() | {"platform": platform.platform(), "threads": threads}
     with tempfile.TemporaryDirectory(prefix="spacemind-ray-bench-") as tmp:
         tmp = Path(tmp)
         wl = workload.build(tmp / "workload", n_scenes=scenes, per_scene=per_scene)
@@ -146,8 +146,7 @@ def run(quick: bool, threads: int) -> dict:
                 for a, b in zip((tmp / "local.jsonl").read_text().splitlines(), (tmp / "ray.jsonl").read_text().splitlines())]
     local = runs["local"]
     return {
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(), "threads": threads,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "machine": machine,
         "workload": {"scenes": scenes, "questions": scenes * per_scene},
         "runs": runs,
         "ratios": {
@@ -164,7 +163,7 @@ def run(quick: bool, threads: int) -> dict:
 def to_markdown(r: dict) -> str:
     runs, ratios = r["runs"], r["ratios"]
     lines = ["# Ray on one machine: cost and where the time goes", "",
-             f"{r['machine']['date']}, {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch thread(s); "
+             f"{r['machine']['date']}, {r['machine']['cpu_count']} CPUs, {r['machine']['threads']} torch thread(s); "
              f"{r['workload']['questions']} questions over {r['workload']['scenes']} scenes, tiny checkpoint.", "",
              "| run | wall s | questions/s | Ray start s | first result s | after the first s |",
              "|---|---:|---:|---:|---:|---:|"]

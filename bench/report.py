@@ -31,52 +31,72 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import workload
+from bench.common import machine_info, write_results
+from spacemind_cli.parsing import parse_answer
+from spacemind_cli.scenes import Sampling, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 VSI_SCENES, VSI_QUESTIONS = 288, 5130
+FRAMES = sample_indices(48, Sampling(32))  # what `spacemind answer` samples from a 48-frame clip
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _prediction(row: dict, rule: int) -> str:
-    """0: the truth; 1: the option's text / +25 % (MRA 0.6); 2: a sentence the official rules
-    cannot read; 3: a wrong letter / 3x the number."""
+def prediction(row: dict, rule: int) -> str:
+    """rule 0: the truth; 1: the option's full text ("A. left", right by the official first-word
+    rule) or +25 % for numbers (MRA 0.6); 2: the truth in a sentence the official rules cannot
+    read ("The answer is A." / "about 1.3": first word not a letter / not a number); 3: a wrong
+    letter / three times the number."""
     gt = row["ground_truth"]
     if row.get("options"):
         letters = [o[0] for o in row["options"]]
-        return [gt, row["options"][letters.index(gt)] if gt in letters else gt, f"The answer is {gt}.",
-                next(x for x in letters if x != gt)][rule]  # fmt: skip
+        if rule == 0:
+            return gt
+        if rule == 1:
+            return row["options"][letters.index(gt)]
+        if rule == 2:
+            return f"The answer is {gt}."
+        return next(x for x in letters if x != gt)
     g = float(gt)
     return [f"{g:g}", f"{g * 1.25:g}", f"about {g:g}", f"{g * 3:g}"][rule]
 
 
-def make_answers(rows: list[dict], path: Path, seed: int) -> Path:
-    from spacemind_cli.parsing import parse_answer
-    from spacemind_cli.scenes import Sampling, sample_indices
+def answer_row(row: dict, text: str, run: str = "run0", frames: list[int] | None = None) -> dict:
+    """`row` answered `text`, shaped like `spacemind answer`'s output rows (jobs/answer.py:
+    output_row); `run` names its checkpoint and run key, `frames` the frames used (FRAMES)."""
+    frames = list(frames if frames is not None else FRAMES)
+    out = dict(row)
+    out.update(
+        prediction=text,
+        answer=parse_answer(text, options=row.get("options"), question_type=row["question_type"]),
+        scene_key=f"{row['dataset']}/{row['scene_name']}",
+        checkpoint_id=f"ckpt-{run}",
+        run_key=f"key-{run}",
+        frames_used=len(frames),
+        frame_indices=frames,
+        timing={"generate_s": 0.1, "batch": 8},
+        cache="none",
+    )
+    return out
 
-    frames = sample_indices(48, Sampling(32))
+
+def make_answers(rows: list[dict], path: Path, seed: int) -> Path:
     with open(path, "w") as fh:
         for i, r in enumerate(rows):
-            text = _prediction(r, (i * 7 + seed * 3 + i // 18) % 4)
-            out = dict(r, prediction=text,
-                       answer=parse_answer(text, options=r.get("options"), question_type=r["question_type"]),
-                       scene_key=f"{r['dataset']}/{r['scene_name']}", checkpoint_id=f"bench-{seed}", run_key=f"run-{seed}",
-                       frames_used=len(frames), frame_indices=frames, timing={"generate_s": 0.05, "batch": 8}, cache="none")  # fmt: skip
-            fh.write(json.dumps(out) + "\n")
+            text = prediction(r, (i * 7 + seed * 3 + i // 18) % 4)
+            fh.write(json.dumps(answer_row(r, text, run=f"bench-{seed}")) + "\n")
     return path
 
 
@@ -124,17 +144,16 @@ def browser_timings(report: Path, loads: int = 3) -> dict:
     opened, filters, searches = [], [], []
     with Chromium() as browser:
         for _ in range(loads):
-            page = browser.open(url, wait=ready, timeout=60)
-            opened.append(page.js("performance.getEntriesByName('report-ready')[0].startTime"))
-            filters.append(page.js(
-                "(() => { const el = document.querySelector('#f-res'), t = performance.now(); el.value = 'wrong';"
-                " el.dispatchEvent(new Event('change')); return performance.now() - t; })()"))
-            searches.append(page.js(
-                "(() => { const el = document.querySelector('#f-search'), t = performance.now(); el.value = 'table chair';"
-                " el.dispatchEvent(new Event('input')); return performance.now() - t; })()"))
-            dom = page.js("({nodes: document.getElementsByTagName('*').length, cards: document.querySelectorAll('article.q').length,"
-                          " images: document.querySelectorAll('#list img').length})")
-            page.close()
+            with browser.open(url, wait=ready, timeout=60) as page:
+                opened.append(page.js("performance.getEntriesByName('report-ready')[0].startTime"))
+                filters.append(page.js(
+                    "(() => { const el = document.querySelector('#f-res'), t = performance.now(); el.value = 'wrong';"
+                    " el.dispatchEvent(new Event('change')); return performance.now() - t; })()"))
+                searches.append(page.js(
+                    "(() => { const el = document.querySelector('#f-search'), t = performance.now(); el.value = 'table chair';"
+                    " el.dispatchEvent(new Event('input')); return performance.now() - t; })()"))
+                dom = page.js("({nodes: document.getElementsByTagName('*').length, cards: document.querySelectorAll('article.q').length,"
+                              " images: document.querySelectorAll('#list img').length})")
     return {
         "open_ms_median": round(statistics.median(opened), 1),
         "open_ms": [round(x, 1) for x in opened],
@@ -199,6 +218,7 @@ def markdown(res: dict) -> str:
 
 def run(n_scenes: int, n_questions: int, workdir: Path, browser: bool = True) -> dict:
     os.environ["SPACEMIND_HOME"] = str(workdir / "home")  # a fresh fingerprint memo: cold means cold
+    machine = machine_info()
     t = time.perf_counter()
     names = workload.scene_names(n_scenes)
     workload.write_scenes(workdir / "scenes", n_scenes)
@@ -227,13 +247,7 @@ def run(n_scenes: int, n_questions: int, workdir: Path, browser: bool = True) ->
     s = warm["summary"]
     thumbs = sorted((out / "thumbs").glob("*/*.jpg"))
     res = {
-        "machine": {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine,
         "workload": {
             "scenes": n_scenes,
             "questions": len(rows),
@@ -276,11 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(res))
+    write_results(args.out, res, markdown(res))
     log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
-    print(markdown(res))
     return 0
 
 

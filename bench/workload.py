@@ -69,7 +69,8 @@ def _rows_by_scene() -> dict[str, list[dict]]:
     return out
 
 
-def _make_examples_module():
+def make_examples_module():
+    """examples/make_examples.py, loaded as a module (it is a script, not part of a package)."""
     spec = importlib.util.spec_from_file_location("_spacemind_make_examples", EXAMPLES / "make_examples.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -86,7 +87,7 @@ def scene_names(n_scenes: int) -> list[tuple[str, str, int]]:
 
 def write_scenes(scenes_dir: Path, n_scenes: int) -> list[str]:
     """Re-encode the example videos into n distinct scenes (brightness offset per variant)."""
-    mk = _make_examples_module()
+    mk = make_examples_module()
     codec = mk.pick_codec()
     out_dir = scenes_dir / DATASET
     out_dir.mkdir(parents=True, exist_ok=True)

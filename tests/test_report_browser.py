@@ -73,8 +73,7 @@ def all_pages(page) -> tuple[list[str], list[str]]:
 def test_every_question_and_thumbnail_is_on_the_rendered_page(browser, sites):
     site, _ = sites["single"]
     data = page_data(site)
-    page = open_report(browser, site)
-    try:
+    with open_report(browser, site) as page:
         assert page.js("document.querySelector('#count').textContent") == "Showing 1–50 of 68 questions"
         ids, srcs = all_pages(page)
         assert sorted(ids) == sorted(q["k"] for q in data["questions"]) and len(ids) == len(set(ids)) == 68
@@ -94,30 +93,24 @@ def test_every_question_and_thumbnail_is_on_the_rendered_page(browser, sites):
         assert all(u.startswith(base) for u in fetched), [u for u in fetched if not u.startswith(base)]
         names = {u[len(base):] for u in fetched}
         assert {"index.html", "assets/app.js", "assets/style.css"} <= names and any(n.startswith("thumbs/") for n in names)
-    finally:
-        page.close()
 
 
 def test_first_page_does_not_load_every_thumbnail(browser, sites):
     site, summary = sites["single"]
-    page = open_report(browser, site)
-    try:
+    with open_report(browser, site) as page:
         page.js(IMAGES_IN_VIEW_LOADED)
         # only the first page is in the DOM, and its lazy images below the fold stay unloaded
         in_dom = page.js("document.querySelectorAll('#list img').length")
         assert in_dom == summary["first_page"]["thumbnails"] < summary["thumbnails"]
         requested = [u for u in page.requests() if "/thumbs/" in u]
         assert 0 < len(requested) < in_dom
-    finally:
-        page.close()
 
 
 def test_filters_search_and_sort_change_what_is_visible(browser, sites):
     site, _ = sites["single"]
     data = page_data(site)
     qs = data["questions"]
-    page = open_report(browser, site)
-    try:
+    with open_report(browser, site) as page:
         assert page.js(VISIBLE) == 68
         page.set_value("#f-cat", "Rel. Dir.")
         want = {q["k"] for q in qs if q["cat"] == "Rel. Dir."}
@@ -151,32 +144,23 @@ def test_filters_search_and_sort_change_what_is_visible(browser, sites):
         page.set_value("#f-sort", "scene")
         page.set_value("#f-res", "partly")
         link = page.js("location.hash")
-        other = open_report(browser, site, link)
-        try:
+        with open_report(browser, site, link) as other:
             assert other.js(CARDS) == page.js(CARDS) == [q["k"] for q in qs if q["r"][0]["v"] == "partly"]
-        finally:
-            other.close()
-    finally:
-        page.close()
 
 
 def test_question_anchor_opens_its_page(browser, sites):
     site, _ = sites["single"]
-    page = open_report(browser, site, "#q-60")  # scene order, 50 per page: question 60 is on page 2
-    try:
+    with open_report(browser, site, "#q-60") as page:  # scene order, 50 per page: question 60 is on page 2
         page.wait("document.getElementById('q-60') !== null")
         assert page.js("document.getElementById('q-60').classList.contains('hl')")
         assert page.js("document.querySelector('.pager .page').textContent") == "page 2 of 2"
         assert page.js("location.hash") == "#q-60"
-    finally:
-        page.close()
 
 
 def test_compare_shows_where_the_runs_disagree(browser, sites):
     site, summary = sites["both"]
     data = page_data(site)
-    page = open_report(browser, site)
-    try:
+    with open_report(browser, site) as page:
         page.set_value("#f-n", "500")  # one page
         page.set_value("#f-cmp", "disagree")
         want = [q for q in data["questions"] if q["cmp"].startswith("disagree")]
@@ -198,8 +182,6 @@ def test_compare_shows_where_the_runs_disagree(browser, sites):
 
         page.set_value("#f-cmp", "b-better")
         assert page.js(VISIBLE) == summary["join"]["b_better"]
-    finally:
-        page.close()
 
 
 def test_screenshot_of_a_report_with_missing_scenes(browser, sites, tmp_path):
@@ -213,8 +195,7 @@ def test_screenshot_of_a_report_with_missing_scenes(browser, sites, tmp_path):
         shutil.copy(VIDEOS / "synthetic" / name, root)
     a = write_jsonl(tmp_path / "a.jsonl", make_rows(0))
     build_report(a, tmp_path / "scenes", tmp_path / "r", config=ReportConfig(plot=False))
-    page = open_report(browser, tmp_path / "r", "#scene=synthetic%2Froom_0003")
-    try:
+    with open_report(browser, tmp_path / "r", "#scene=synthetic%2Froom_0003") as page:
         assert page.js(VISIBLE) == 17
         assert page.js("document.querySelector('#list .badge.st-missing').textContent") == "missing"
         assert page.js("document.querySelectorAll('#list img').length") == 0
@@ -223,8 +204,6 @@ def test_screenshot_of_a_report_with_missing_scenes(browser, sites, tmp_path):
         with Image.open(shot) as img:
             assert img.size == (1280, 900)
             assert len(img.convert("RGB").getcolors(1 << 20)) > 50  # a rendered page, not a blank one
-    finally:
-        page.close()
 
 
 def test_model_text_is_shown_as_text_never_run(browser, tmp_path):
@@ -235,21 +214,17 @@ def test_model_text_is_shown_as_text_never_run(browser, tmp_path):
     rows[0] = dict(rows[0], prediction=evil, question=rows[0]["question"] + " " + evil, id="x\"'<b>")
     write_jsonl(tmp_path / "a.jsonl", rows)
     build_report(tmp_path / "a.jsonl", VIDEOS, tmp_path / "r", config=ReportConfig(plot=False))
-    page = open_report(browser, tmp_path / "r")
-    try:
+    with open_report(browser, tmp_path / "r") as page:
         assert page.js("window.pwned === undefined")
         assert page.js("document.querySelectorAll('#list img[src=\"x\"], #list b').length") == 0
         card = page.js("document.querySelector('#list article.q').innerText")
         assert evil in card and "#x\"'<b>" in card
         assert page.js(VISIBLE) == 4
-    finally:
-        page.close()
 
 
 def test_frame_strip_opens_the_whole_frame_set(browser, sites):
     site, _ = sites["single"]
-    page = open_report(browser, site)
-    try:
+    with open_report(browser, site) as page:
         assert page.js("document.getElementById('lightbox').hidden")
         page.click("#list button.fr")
         page.wait("!document.getElementById('lightbox').hidden")
@@ -257,5 +232,3 @@ def test_frame_strip_opens_the_whole_frame_set(browser, sites):
         assert page.js("document.querySelector('#lightbox figure.cur figcaption').textContent") == "frame 1"
         page.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27})
         page.wait("document.getElementById('lightbox').hidden")
-    finally:
-        page.close()

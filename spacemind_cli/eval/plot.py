@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from spacemind_cli.errors import resource_error
+from spacemind_cli.files import atomic_target
 
 from .report import TITLES, CompareItem, layout, series_for
 from .result import EvalResult
@@ -31,7 +31,8 @@ def plot(
     title: str | None = None,
     dpi: int = 200,
 ) -> Path:
-    """Write a grouped bar chart (one cluster per paper column) to ``out_png`` and return its path.
+    """Write a grouped bar chart (one cluster per paper column) to ``out_png`` (atomically) and
+    return its path.
 
     ``compare``: other results (:class:`EvalResult` or ``--json`` files) of the same benchmark.
     ``references``: overlay the published numbers of :mod:`spacemind_cli.eval.references`
@@ -149,11 +150,10 @@ def plot(
         frameon=False,
     )
     out = Path(out_png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi, facecolor="white")
-    except OSError as exc:
-        raise resource_error(exc, out) from None
+    # Written atomically: a temp file beside `out` (its own suffix, hence the explicit format:
+    # the file name's, PNG without one) renamed over it; OSErrors become ResourceError.
+    with atomic_target(out, durable=False) as tmp:
+        fig.savefig(tmp, format=out.suffix[1:].lower() or "png", dpi=dpi, facecolor="white")
     log.info("wrote %s", out)
     return out
 

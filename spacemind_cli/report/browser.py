@@ -7,9 +7,9 @@ fd 4, each a JSON message ended by a NUL byte), so no port is opened and no webs
 needed. One page target, attached with ``flatten``; messages for it carry its ``sessionId``.
 
     with Chromium() as browser:
-        page = browser.open("file:///.../index.html", wait="document.body.dataset.ready === '1'")
-        n = page.js("document.querySelectorAll('article.q').length")
-        page.screenshot("shot.png")
+        with browser.open("file:///.../index.html", wait="document.body.dataset.ready === '1'") as page:
+            n = page.js("document.querySelectorAll('article.q').length")
+            page.screenshot("shot.png")
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def find_chromium() -> str | None:
 
 
 class Page:
+    """One tab; `with browser.open(url) as page:` closes it when the block ends, however it ends."""
+
     def __init__(self, browser: Chromium, session: str, target: str):
         self.browser = browser
         self.session = session
@@ -75,6 +77,12 @@ class Page:
 
     def close(self) -> None:
         self.browser.send("Target.closeTarget", {"targetId": self.target})
+
+    def __enter__(self) -> Page:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def requests(self) -> list[str]:
         """URLs this page has requested so far (the Network domain's requestWillBeSent events)."""
@@ -249,19 +257,28 @@ class Chromium:
         return json.loads(raw)
 
     def open(self, url: str, wait: str | None = None, timeout: float = 30.0) -> Page:
+        """A new tab on `url` (once `wait` holds, when given); use it as `with browser.open(...) as
+        page:`. A tab that fails to open or to get ready is closed again."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session, target)
-        page.send("Page.enable")
-        page.send("Runtime.enable")
-        page.send("Network.enable")
-        page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
-        )
-        page.send("Page.navigate", {"url": url})
-        if wait:
-            page.wait(wait, timeout=timeout)
+        try:
+            session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            page = Page(self, session, target)
+            page.send("Page.enable")
+            page.send("Runtime.enable")
+            page.send("Network.enable")
+            page.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
+            )
+            page.send("Page.navigate", {"url": url})
+            if wait:
+                page.wait(wait, timeout=timeout)
+        except BaseException:
+            try:
+                self.send("Target.closeTarget", {"targetId": target}, timeout=5)
+            except (BrowserError, OSError):
+                pass  # Chromium is gone: nothing left to close, and the first error is the one to see
+            raise
         return page
 
 
@@ -284,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     url = (args.report / "index.html").resolve().as_uri() + (f"#{args.hash}" if args.hash else "")
     shots: list[Path] = []
-    with Chromium(width=args.width, height=args.height) as browser:
-        page = browser.open(url, wait="document.body && document.body.dataset.ready === '1'")
+    with (
+        Chromium(width=args.width, height=args.height) as browser,
+        browser.open(url, wait="document.body && document.body.dataset.ready === '1'") as page,
+    ):
         if not args.clip:
             page.js(IMAGES_IN_VIEW_LOADED)
             shots.append(page.screenshot(args.out))

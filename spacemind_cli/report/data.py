@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..eval import EvalResult, Record, evaluate_records, load_records
+from ..jobs.output import output_paths
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,10 @@ class Run:
         return self.result.benchmark if self.result else None
 
 
-def sidecar(path: Path, suffix: str) -> Path:
-    """`spacemind answer`'s files beside OUT: OUT.errors.jsonl, OUT.summary.json."""
-    return path.with_name(path.name + suffix)
-
-
 def read_errors(path: Path) -> tuple[list[dict], str]:
     """The failures `spacemind answer` recorded; a missing or partly unreadable file is a note,
     never an error (the report is still worth building)."""
-    errors_path = sidecar(path, ".errors.jsonl")
+    errors_path = output_paths(path)["errors"]
     if not errors_path.exists():
         return [], f"no {errors_path.name} beside the answers (no failures recorded)"
     rows: list[dict] = []
@@ -82,7 +78,7 @@ def read_errors(path: Path) -> tuple[list[dict], str]:
 
 def read_summary(path: Path) -> dict | None:
     try:
-        data = json.loads(sidecar(path, ".summary.json").read_text(encoding="utf-8"))
+        data = json.loads(output_paths(path)["summary"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

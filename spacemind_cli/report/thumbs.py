@@ -19,13 +19,12 @@ import io
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SceneError, SpacemindError
+from ..errors import EXIT_CACHE, EXIT_RESOURCE, SceneError, SpacemindError
 from ..fingerprint import file_digest, text_digest
 from ..scenes import SceneRef, resolve_scene, scene_files
 
@@ -235,15 +234,14 @@ def make_thumbnails(
     progress: ProgressFn | None = None,
 ) -> dict[str, SceneThumbs]:
     """Every scene's thumbnails, in parallel; progress({"done", "total", "cached", "failed", "scene"})."""
-    out: dict[str, SceneThumbs] = {}
-    lock = threading.Lock()
+    out: dict[str, SceneThumbs] = {}  # filled by this thread only, as results come in
     counts = {"cached": 0, "failed": 0}
 
     def one(req: SceneRequest) -> SceneThumbs:
         try:
             return scene_thumbnails(req, root, out_dir, cfg)
         except SpacemindError as exc:  # e.g. a disk-full ResourceError: the whole build stops
-            if exc.exit_code in (4, 5):
+            if exc.exit_code in (EXIT_CACHE, EXIT_RESOURCE):
                 raise
             return SceneThumbs(req.key, UNREADABLE, exc.message)
         except (OSError, ValueError, RuntimeError, MemoryError) as exc:
@@ -254,12 +252,11 @@ def make_thumbnails(
         futures = {pool.submit(one, r): r for r in requests}
         for fut in as_completed(futures):
             res = fut.result()
-            with lock:
-                out[res.key] = res
-                counts["cached"] += res.cached
-                counts["failed"] += res.status in (MISSING, UNREADABLE)
-                if progress:
-                    progress({"done": len(out), "total": len(requests), "scene": res.key, **counts})
+            out[res.key] = res
+            counts["cached"] += res.cached
+            counts["failed"] += res.status in (MISSING, UNREADABLE)
+            if progress:
+                progress({"done": len(out), "total": len(requests), "scene": res.key, **counts})
     except BaseException:  # Ctrl-C or a full disk: stop now, do not work through the queue
         pool.shutdown(wait=True, cancel_futures=True)
         raise
