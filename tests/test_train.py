@@ -7,6 +7,7 @@ whose answer only the frames tell."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(dat
     assert res.returncode == 0, res.stderr[-3000:]
 
     marker = tmp_path / "paused"
-    env = {**__import__("os").environ, "PAUSE_AT": "train-saved", "PAUSE_AFTER": "2", "PAUSE_MARKER": str(marker)}
+    env = {**os.environ, "PAUSE_AT": "train-saved", "PAUSE_AFTER": "2", "PAUSE_MARKER": str(marker)}
     proc = subprocess.Popen([sys.executable, str(CRASH_AT), *map(str, _train_args(dataset, tiny_ckpt, resumed))],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
@@ -141,6 +142,9 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(datase
     assert res.returncode == 2 and "other settings" in res.stderr and "--overwrite" in res.stderr
     res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4", "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("internvl", "vggt"):  # weights shared with the base, its small files not
+        for f in (out / name).iterdir():
+            assert os.path.samefile(f, tiny_ckpt / name / f.name) == (f.suffix == ".safetensors"), f
     summary = json.loads((out / "training" / "summary.json").read_text())
     # starting over keeps the default feature cache (NEW_CKPT/training/features): nothing re-encoded
     assert summary["scenes_cached"] == summary["scenes"] == 5 and summary["scenes_encoded"] == 0

@@ -5,7 +5,8 @@
     NEW_CKPT/fusion.safetensors   the trained CGMF
     NEW_CKPT/lora/                the LoRA adapter in PEFT's format (+ the projector, when trained,
                                   as PEFT `modules_to_save` tensors)
-    NEW_CKPT/internvl/, vggt/     the base's frozen weights, hard-linked (copied across devices)
+    NEW_CKPT/internvl/, vggt/     the base's frozen weights hard-linked (copied across devices), its
+                                  small files (configs, tokenizer) copied: editing them edits no base
     NEW_CKPT/training/            the run: config, log.jsonl, loss.png, resumable state
 
 config.json is written last: until the run has finished, the folder is not a checkpoint.
@@ -15,28 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text
-from ..models.checkpoint import SpaceMindConfig, copy_or_link, load_config, resolve_component, versions
+from ..models.checkpoint import SpaceMindConfig, load_config, resolve_component, versions
+from ..models.checkpoint_tools import copy_folder
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 ADAPTER = "lora"
-
-
-def link_folder(src: Path, dst: Path) -> None:
-    """Every file of `src` at `dst`, hard-linked when possible (weights are never copied twice)."""
-    for entry in sorted(src.iterdir()):
-        if entry.is_file() and not entry.name.startswith("."):
-            target = dst / entry.name
-            if target.exists():
-                if os.path.samefile(entry, target):
-                    continue
-                target.unlink()
-            copy_or_link(entry, target)
 
 
 def _component(base: Path, ref: str, what: str, out: Path, name: str, trusted) -> str:
@@ -45,7 +34,7 @@ def _component(base: Path, ref: str, what: str, out: Path, name: str, trusted) -
     src = resolve_component(base, ref, what, trusted)
     if not Path(src).is_dir():
         return src
-    link_folder(Path(src), out / name)
+    copy_folder(Path(src), out / name, link=True, what=f"{what} {src}", skip_pickled=False)
     return name
 
 
