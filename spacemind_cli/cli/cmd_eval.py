@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import resource_error
+from ..files import atomic_write_text
 from .common import console, handle_errors
 
 HELP = (
@@ -21,11 +21,7 @@ HELP = (
 
 
 def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise resource_error(exc, path) from exc
+    atomic_write_text(path, lambda fh: fh.write(text), durable=False)
 
 
 @handle_errors
