@@ -294,8 +294,8 @@ def test_llava_multi_turn_one_example_per_pair(tmp_path):
     assert [ex.target for ex in first] == [
         "The separation between stove and fireplace is 3.5 meters.", "The table.", "The stove."]  # fmt: skip
     assert all(ex.scene_spec == first[0].scene_spec for ex in ts)
-    groups = ts.by_scene()
-    assert list(groups) == ["scene:arkitscenes/47115148.mp4"] and len(groups["scene:arkitscenes/47115148.mp4"]) == 6
+    # the three turns of both records are about one scene: six examples of one video
+    assert len(ts.examples) == 6 and {ex.scene_spec["scene"] for ex in ts} == {"arkitscenes/47115148.mp4"}
     assert ts.examples[1].where() == f"{path}:1 turn 2 (example line-1#2)"
 
 

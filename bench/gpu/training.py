@@ -48,6 +48,7 @@ PRECISION = {"fp32": "every weight fp32 (as training/loop.py loads the model), f
 class TrainScene:
     enc: object  # EncoderOutputs on the device
     pairs: list[tuple[str, str]]  # (prompt, answer)
+    tokenized: list  # the pairs as SpaceMind.segment gives them: what a training step reads
     prefix_len: int
     segments: list[int]  # tokens per question: prompt + answer + end of turn
     answers: list[int]  # target tokens per question: answer + end of turn
@@ -109,7 +110,7 @@ def train_scene(ctx: Ctx) -> TrainScene:
     pairs = train_pairs(sm, ctx.sizes.train_questions)
     segs = [sm.segment(p, a) for p, a in pairs]
     answers = [len(s.answer_ids) + 1 for s in segs]
-    return TrainScene(enc=enc, pairs=pairs, prefix_len=len(sm.prefix_ids(ctx.sizes.frames)),
+    return TrainScene(enc=enc, pairs=pairs, tokenized=segs, prefix_len=len(sm.prefix_ids(ctx.sizes.frames)),
                       segments=[len(s.prompt_ids) + a for s, a in zip(segs, answers)], answers=answers,
                       targets=sum(answers))
 
@@ -207,7 +208,7 @@ def train_step(ctx: Ctx, tm, opt, params: list, scene: TrainScene, max_grad_norm
     ctx.sync()
     t0 = time.perf_counter()
     with ctx.autocast(torch.bfloat16):
-        loss, n = tm(scene.enc, scene.pairs)
+        loss, n = tm(scene.enc, scene.tokenized)
         (loss / n).backward()
     ctx.sync()
     t1 = time.perf_counter()
