@@ -440,3 +440,13 @@ def test_ray_overhead_bench_compares_ray_with_local_in_one_process(tmp_path):
     assert ratios["ray_wall_vs_local"] == round(runs["ray"]["wall_s"] / runs["local"]["wall_s"], 3)
     assert r["answers_equal_local"] == "12/12"
     assert _pos(r["row_format"]["former_s"]) and _pos(r["row_format"]["typed_s"])
+
+
+def test_gpu_bench_figures_keep_the_precision_the_checks_on_them_need():
+    """A tiny run's GPU-hours are fractions: rounded to 2 digits, 0.1066 read 0.11 (3% off the
+    figures it came from) and the projection's own consistency check failed on some machines."""
+    from bench.gpu.context import rnd
+
+    for x in (0.10660778278756777, 0.0123456, 0.99949, 123.456789, 1.0049):
+        assert rnd(x, 2) == pytest.approx(x, rel=5e-3)  # the checks allow 1e-2
+    assert rnd(0.10660778278756777, 2) == 0.1066 and rnd(123.456789, 2) == 123.46 and rnd(None) is None
