@@ -16,6 +16,7 @@ import pytest
 
 from pipelines import answer as run_answer
 from pipelines import extract as run_extract
+from process_support import our_processes
 
 pytestmark = pytest.mark.ray
 
@@ -40,14 +41,10 @@ def _kill_model_actor_once():
 
     def callback(event):
         if state["killed"] is None:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if "ModelStage" in cmd and proc.info["pid"] != os.getpid():
-                    proc.kill()
-                    state["killed"] = proc.info["pid"]
-                    break
-            else:
-                state["killed"] = 0
+            actors = our_processes("ModelStage")
+            if actors:
+                actors[0].kill()
+            state["killed"] = actors[0].pid if actors else 0
     return callback, state
 
 

@@ -216,17 +216,15 @@ def _api_train(dataset, ckpt, out, **kw):
 
 def worker_killer_at_step(step: int):
     """A progress callback that SIGKILLs one Ray Train worker when the log reaches `step`."""
-    import psutil
+    from process_support import our_processes
 
     killed: list[int] = []
 
     def kill_a_worker(event):
         if event.get("step") == step and not killed:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                    proc.kill()
-                    killed.append(proc.info["pid"])
-                    break
+            for proc in our_processes("RayTrainWorker")[:1]:
+                proc.kill()
+                killed.append(proc.pid)
 
     return kill_a_worker, killed
 

@@ -7,7 +7,6 @@ rerun must finish the job with exactly the uninterrupted run's output (ignoring 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from process_support import our_processes
 from reliability_support import (REPO, answer_args, cli, cli_env, frames_scene, mp4_scene, question, read_jsonl,
                                  stable, temp_files, write_jsonl)
 
@@ -233,12 +233,7 @@ def ray_cluster():
 
 
 def model_actor_pids() -> list[int]:
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "ModelStage" in cmd and proc.info["pid"] != os.getpid():
-            pids.append(proc.info["pid"])
-    return pids
+    return [proc.pid for proc in our_processes("ModelStage")]
 
 
 def kill_actor_on_every_result(limit: int):
