@@ -10,6 +10,13 @@ from .model import ModelStage
 class EncodeStage(ModelStage):
     needs_llm = False  # the encoders only: no projector, CGMF or LLM weights are read
 
+    def loads_lazily(self) -> bool:
+        # An extract rerun or a train resume over a warm cache reads no encoder weights at all.
+        return self.cache is not None
+
+    def needs_model(self, loaded: LoadedItem) -> bool:
+        return loaded.info.status != "cached"
+
     def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         info = loaded.info
         if info.status == "cached":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -40,13 +41,17 @@ class Features:
 
 
 class FeatureStep:
-    def __init__(self, model, settings: JobSettings, cache):
-        self.model = model
+    def __init__(self, model_source: Callable[[], object], settings: JobSettings, cache):
+        self._model_source = model_source  # the stage's model, loaded when first asked for
         self.settings = settings
         self.cache = cache  # FeatureCache or None
         # One writer thread: entries are written in order, and at most the entries of the
         # results not yet settled wait (the stages settle every result before the next but one).
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacemind-cache-write")
+
+    @property
+    def model(self):
+        return self._model_source()
 
     def __call__(self, loaded: LoadedItem) -> Features:
         from ...models.spacemind import EncoderOutputs

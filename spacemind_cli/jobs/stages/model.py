@@ -45,15 +45,48 @@ class ModelStage:
     def __init__(self, settings: JobSettings):
         import torch
 
-        from ...models.spacemind import SpaceMind
-        from ...runtime import compute_dtype, pick_device
+        from ...runtime import pick_device
 
         self.settings = settings
         self.device = pick_device(settings.device)
         if self.device == "cpu":
             torch.set_num_threads(settings.cpu_threads or len(os.sched_getaffinity(0)))
+        self._torch = torch
+        self._model = None
+        self._load_failure: tuple[str, str] | None = None  # (message, error class) of a failed lazy load
+        self.cache = job_cache(settings.cache) if settings.cache else None
+        self.features = FeatureStep(lambda: self.model, settings, self.cache)
+        self.actor = ActorInfo(node=socket.gethostname(), pid=os.getpid(), device=self.device,
+                               threads=torch.get_num_threads() if self.device == "cpu" else None)
+        if self.loads_lazily():
+            # The weights wait for the first item that needs them (a rerun over a warm cache
+            # never reads them), but a checkpoint changed since planning still stops the job here.
+            from ...models.checkpoint import encoder_fingerprint
+
+            self._check_fingerprint(encoder_fingerprint(settings.checkpoint, settings.trusted_paths))
+        else:
+            self._load()
+
+    def loads_lazily(self) -> bool:
+        """Whether the model may be loaded on the first item that needs it (`needs_model`)."""
+        return False
+
+    def needs_model(self, loaded: LoadedItem) -> bool:
+        return True
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def _load(self) -> None:
+        from ...models.spacemind import SpaceMind
+        from ...runtime import compute_dtype
+
+        settings = self.settings
         t0 = time.perf_counter()
-        self.model = SpaceMind.from_pretrained(
+        model = SpaceMind.from_pretrained(
             settings.checkpoint,
             device=self.device,
             dtype=compute_dtype(self.device, settings.dtype),
@@ -63,17 +96,16 @@ class ModelStage:
             lazy_vggt=self.needs_llm and bool(settings.cache),
             vggt_weights=settings.vggt_weights,
         )
-        self.load_s = time.perf_counter() - t0
-        if self.model.encoder_fingerprint != settings.encoder_fingerprint:
+        self._check_fingerprint(model.encoder_fingerprint)
+        self._model = model
+        self.actor.load_s = time.perf_counter() - t0
+
+    def _check_fingerprint(self, fingerprint: str) -> None:
+        if fingerprint != self.settings.encoder_fingerprint:
             # The checkpoint changed between planning and loading: keys would lie.
             raise CacheError(
-                f"checkpoint {settings.checkpoint} changed while the job ran (encoder fingerprint differs); rerun"
+                f"checkpoint {self.settings.checkpoint} changed while the job ran (encoder fingerprint differs); rerun"
             )
-        self.cache = job_cache(settings.cache) if settings.cache else None
-        self.features = FeatureStep(self.model, settings, self.cache)
-        self.actor = ActorInfo(node=socket.gethostname(), pid=os.getpid(), device=self.device,
-                               threads=torch.get_num_threads() if self.device == "cpu" else None, load_s=self.load_s)
-        self._torch = torch
 
     def process_stream(self, loaded_items: Iterable[LoadedItem]) -> Iterator[ItemResult]:
         """Results in item order. An item's cache write runs behind the model while it works on
@@ -91,7 +123,11 @@ class ModelStage:
         try:
             if loaded.info.status == "failed":
                 return ItemResult(item.item_id, "failed", error=loaded.info.error), None
+            if self._model is None and self.needs_model(loaded):
+                self._load_for(item.item_id)
             return self.handle(loaded)
+        except _LoadFailed as failed:
+            return failed.result, None
         except SpacemindError as exc:
             return ItemResult(item.item_id, "failed", error=exc.message), None
         except Exception as exc:  # keep the worker alive for the other items
@@ -106,6 +142,23 @@ class ModelStage:
             self.written(result, features)
         result.actor = ActorInfo(**{**vars(self.actor), "peak_memory": self.peak_memory()})
         return result
+
+    def _load_for(self, item_id: str) -> None:
+        """A lazy load, on the item that needs it. No item gets past a model that cannot load:
+        its failure stops the job with its own error (its exit code too), as an eager load's would,
+        and the items already on their way fail with it without trying again."""
+        if self._load_failure is None:
+            try:
+                self._load()
+                return
+            except SpacemindError as exc:
+                self._load_failure = (exc.message, type(exc).__name__)
+            except Exception as exc:
+                log.exception("loading the model for %s failed", item_id)
+                self._load_failure = (f"loading {self.settings.checkpoint} failed: {type(exc).__name__}: {exc}",
+                                      "SpacemindError")
+        message, error_class = self._load_failure
+        raise _LoadFailed(ItemResult(item_id, "failed", error=message, stop_job=error_class))
 
     def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         """The stage's work on one item: its result and, when features were computed here, the
@@ -124,3 +177,9 @@ class ModelStage:
         if self.device.startswith("cuda"):
             return int(self._torch.cuda.max_memory_allocated())
         return None
+
+
+class _LoadFailed(Exception):
+    def __init__(self, result: ItemResult):
+        super().__init__(result.error)
+        self.result = result
