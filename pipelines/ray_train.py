@@ -84,6 +84,13 @@ def _result_path(spec) -> Path:
     return Path(spec.output).resolve() / "training" / "result.json"
 
 
+def cpu_worker_threads(num_workers: int, cluster_cpus: float, largest_node_cpus: float) -> int:
+    """Torch threads for each CPU worker: its share of the cluster's cores (each worker taking
+    the whole machine's count would oversubscribe it num_workers times), never more than one
+    node holds."""
+    return max(1, int(min(cluster_cpus // num_workers, largest_node_cpus)))
+
+
 def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> dict:
     """Run the training loop on `num_workers` Ray Train workers (Ray must be initialised)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -92,9 +99,7 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
     training_dir = Path(spec.output).resolve() / "training"
     _result_path(spec).unlink(missing_ok=True)
     if not use_gpu and spec.settings.cpu_threads is None:
-        # torch threads = this worker's share of the cores, not the whole machine's count each
-        total, largest = ray_runtime.cluster_cpus()
-        threads = max(1, int(min(total // num_workers, largest)))
+        threads = cpu_worker_threads(num_workers, *ray_runtime.cluster_cpus())
         spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, cpu_threads=threads))
     trainer = TorchTrainer(
         _worker,

@@ -77,3 +77,13 @@ def test_the_train_command_defaults_are_the_config_defaults():
     assert {f: cli[f] for f in fields} == {f: getattr(cfg, f) for f in fields}
     assert tuple(cli["train_parts"].split(",")) == cfg.train
     assert tuple(p for p in cli["cgmf_off"].split(",") if p) == cfg.cgmf_off
+
+
+def test_each_cpu_train_worker_gets_its_share_of_the_cores():
+    from pipelines.ray_train import cpu_worker_threads
+
+    assert cpu_worker_threads(2, 16.0, 16.0) == 8  # two workers on one 16-core machine: 8 each, not 16
+    assert cpu_worker_threads(1, 16.0, 16.0) == 16
+    assert cpu_worker_threads(4, 2.0, 2.0) == 1  # more workers than cores: one thread each, never 0
+    assert cpu_worker_threads(1, 16.0, 8.0) == 8  # two 8-core nodes: one worker runs on one of them
+    assert cpu_worker_threads(3, 16.0, 16.0) == 5
