@@ -12,6 +12,7 @@ from the start instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,28 +50,34 @@ def _reason(exc: Exception) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())
 
 
+def _with_stream(path: Path, read: Callable, doing: str):
+    """read(container, stream) on the video freshly opened, closed after; any failure but our own
+    is a SceneError naming the file ("video P cannot be <doing>: why")."""
+    container = _open(path)
+    try:
+        return read(container, container.streams.video[0])
+    except SceneError:
+        raise
+    except Exception as exc:
+        raise SceneError(f"video {path} cannot be {doing}: {_reason(exc)}") from None
+    finally:
+        container.close()
+
+
 def count_frames(path: str | Path) -> int:
     """Number of frames, from the container header when it states one, else by demuxing
     packets (no decoding)."""
     path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
+
+    def count(container, stream) -> int:
         if stream.frames and stream.frames > 0:
             return int(stream.frames)
-        count = 0
-        for packet in container.demux(stream):
-            if packet.size > 0:
-                count += 1
-        if count == 0:
+        n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        if n == 0:
             raise SceneError(f"video {path} holds no frames")
-        return count
-    except SceneError:
-        raise
-    except Exception as exc:
-        raise SceneError(f"video {path} cannot be read: {_reason(exc)}") from None
-    finally:
-        container.close()
+        return n
+
+    return _with_stream(path, count, "read")
 
 
 def read_frames(path: str | Path, indices: list[int]) -> list[np.ndarray]:
@@ -84,31 +91,18 @@ def read_frames(path: str | Path, indices: list[int]) -> list[np.ndarray]:
     wanted = sorted(set(int(i) for i in indices if int(i) >= 0))
     if not wanted:
         return []
-    frames = None
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
+
+    def seeking(container, stream):
         stream.thread_type = "AUTO"
-        if _has_real_timestamps(container):
-            frames = _read_seeking(container, stream, wanted)
-    except SceneError:
-        raise
-    except Exception as exc:
-        raise SceneError(f"video {path} cannot be decoded: {_reason(exc)}") from None
-    finally:
-        container.close()
+        return _read_seeking(container, stream, wanted) if _has_real_timestamps(container) else None
+
+    def sequential(container, stream):
+        stream.thread_type = "AUTO"
+        return _read_sequential(container, stream, wanted)
+
+    frames = _with_stream(path, seeking, "decoded")
     if frames is None:  # no trustworthy timestamps: count frames decoding forward from the start
-        container = _open(path)
-        try:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            frames = _read_sequential(container, stream, wanted)
-        except SceneError:
-            raise
-        except Exception as exc:
-            raise SceneError(f"video {path} cannot be decoded: {_reason(exc)}") from None
-        finally:
-            container.close()
+        frames = _with_stream(path, sequential, "decoded")
     return [frames[int(i)] for i in indices if int(i) in frames]
 
 
