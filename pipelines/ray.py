@@ -77,6 +77,19 @@ def spacemind_error_in(exc: BaseException | None, depth: int = 0) -> SpacemindEr
     return exc if isinstance(exc, SpacemindError) else None
 
 
+def worker_exception_in(exc: BaseException | None) -> BaseException | None:
+    """An exception a Ray Train worker raised itself (a bug, or a file it could not read), as
+    opposed to a worker lost to the machine (Ray's own errors): rerunning will not mend it."""
+    import ray.exceptions
+
+    failures = [f for f in getattr(exc, "worker_failures", {}).values() if isinstance(f, BaseException)]
+    # A lost worker shows as Ray's error, and its peers then fail in their collectives (a gloo or
+    # NCCL error of their own): any Ray error among them means a loss.
+    if not failures or any(isinstance(f, ray.exceptions.RayError) for f in failures):
+        return None
+    return failures[0]
+
+
 class RayExecutor:
     name = "ray"
 

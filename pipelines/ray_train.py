@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from pathlib import Path
 
+from spacemind_cli.errors import SpacemindError
 from spacemind_cli.files import atomic_write_text
 
 from . import ray_runtime
-from .ray import lost_workers_error, spacemind_error_in
+from .ray import lost_workers_error, spacemind_error_in, worker_exception_in
+
+log = logging.getLogger(__name__)
 
 MAX_FAILURES = 2  # worker-group restarts after a lost worker before the run gives up
 CPU_WORKER_CPUS = 1.0
@@ -132,6 +136,11 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
         ours = spacemind_error_in(error)
         if ours is not None:  # a worker's bad input or checkpoint, with its own message and exit code
             raise ours from None
+        failure = worker_exception_in(error)
+        if failure is not None:  # not lost: it raised, and will again on a rerun
+            log.debug("a training worker failed", exc_info=failure)  # the traceback, for -vv
+            reason = " ".join(str(failure).split())[:400]
+            raise SpacemindError(f"a training worker failed: {type(failure).__name__}: {reason}") from None
         raise lost_workers_error(error) from error  # workers lost past their restarts: rerun to resume
     try:
         result = json.loads(_result_path(spec).read_text())

@@ -184,3 +184,18 @@ def test_our_error_is_found_inside_what_ray_raises():
     found = spacemind_error_in(task_error)
     assert type(found) is CacheError and str(found) == "bad entry"  # the cause, not Ray's wrapper
     assert spacemind_error_in(WorkerGroupError("lost", {0: RuntimeError("killed")})) is None
+
+
+def test_a_worker_that_raised_is_told_from_a_lost_one():
+    """A Ray Train worker's own exception (a file it cannot read) fails the same way on a rerun:
+    it is not passed off as a lost worker ("rerun to resume"); a loss is Ray's own error, even
+    when the lost worker's peers then fail in their collectives."""
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from pipelines.ray import worker_exception_in
+
+    raised = FileNotFoundError(2, "No such file or directory", "run/training/examples.parquet")
+    assert worker_exception_in(WorkerGroupError("failed", {0: raised})) is raised
+    assert worker_exception_in(WorkerGroupError("lost", {0: ActorDiedError(), 1: RuntimeError("gloo: connection closed")})) is None
+    assert worker_exception_in(RuntimeError("no worker failures")) is None

@@ -24,9 +24,9 @@ CRASH_AT = REPO / "tests" / "reliability" / "crash_at.py"
 FAST = ["--lr", "1e-3", "--batch-size", "8", "--num-frames", "4", "--threads", "1"]
 
 
-def spacemind(*args, timeout=900, env=None) -> subprocess.CompletedProcess:
+def spacemind(*args, timeout=900, env=None, cwd=REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "spacemind_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
+                          timeout=timeout, cwd=cwd, env=env)
 
 
 def rows(path: Path) -> list[dict]:
@@ -132,7 +132,9 @@ def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(dat
 
     again = spacemind(*_train_args(dataset, tiny_ckpt, resumed))  # a finished run: nothing to do
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((resumed / "training" / "summary.json").read_text())["resumed_from"] == 8
+    rerun = json.loads((resumed / "training" / "summary.json").read_text())
+    assert rerun["resumed_from"] == 8 and rerun["last"]["resumed_finished_run"]
+    assert rerun["last"]["loss"] == summary["last"]["loss"] and "last loss" in again.stdout  # its final figures kept
 
 
 def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(dataset, tiny_ckpt, tmp_path):
@@ -140,6 +142,7 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(datase
     assert spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2").returncode == 0
     res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4")
     assert res.returncode == 2 and "other settings" in res.stderr and "--overwrite" in res.stderr
+    assert "(lr 0.001 -> 0.0005)" in " ".join(res.stderr.split()), res.stderr  # which one, in the user's words
     res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--lr", "5e-4", "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("internvl", "vggt"):  # weights shared with the base, its small files not
@@ -168,10 +171,15 @@ def test_a_state_saved_for_other_examples_is_not_resumed(dataset, tiny_ckpt, tmp
     res = spacemind(*args)
     assert res.returncode == 1, res.stderr[-2000:]  # trained, one scene failed
     assert json.loads((tmp_path / "run" / "training" / "summary.json").read_text())["examples"] == 28
+    training = tmp_path / "run" / "training"
+    records = {name: (training / name).read_bytes() for name in ("examples.parquet", "config.json", "errors.jsonl",
+                                                                 "summary.json")}
     shutil.rmtree(root / "synthetic" / "room_0004")
     shutil.copytree(dataset["root"] / "synthetic" / "room_0004", root / "synthetic" / "room_0004")
     res = spacemind(*args)
     assert res.returncode == 2 and "training examples differ" in res.stderr and "--overwrite" in res.stderr, res.stderr
+    # refused before anything was rewritten: the records still describe the weights saved
+    assert {name: (training / name).read_bytes() for name in records} == records
     res = spacemind(*args, "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "training" / "summary.json").read_text())["examples"] == 35
@@ -264,6 +272,22 @@ def test_two_ray_train_workers_learn_what_one_process_learns_and_survive_a_lost_
     assert again["resumed_from"] == 6 and again["steps"] == 6 and again["last"].get("resumed_finished_run")
 
 
+@pytest.mark.ray
+def test_ray_train_takes_paths_relative_to_where_it_was_started(dataset, tiny_ckpt, tmp_path):
+    """Ray Train runs each worker in a folder of its own: every path the user gave relative to
+    their working folder (scenes, questions, checkpoint, output, cache) must still be found."""
+    here = tmp_path / "work"
+    here.mkdir()
+    rel = lambda p: os.path.relpath(p, here)  # noqa: E731
+    res = spacemind("train", rel(dataset["root"]), "--questions", rel(dataset["train"]), "--checkpoint", rel(tiny_ckpt),
+                    "--output", "run", "--cache", "features", "--executor", "ray", "--num-workers", "1",
+                    "--max-steps", "2", *FAST, cwd=here)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((here / "run" / "training" / "summary.json").read_text())
+    assert summary["steps"] == 2 and (here / "run" / "fusion.safetensors").is_file()
+    assert len(list((here / "features").glob("entries/*/*.parquet"))) == 5
+
+
 def test_llava_and_sqa3d_training_files_train_and_answer(dataset, tiny_ckpt, tmp_path):
     """The formats users have: LLaVA-style records (video path + conversations, multi-turn) and
     SQA3D's pair of train files, scenes by ScanNet id."""
@@ -330,11 +354,20 @@ def test_ablations_and_the_projector_train_and_load(dataset, tiny_ckpt, tmp_path
 
 
 def test_eval_questions_are_scored_during_training(dataset, tiny_ckpt, tmp_path):
+    """Eval questions that cannot be used (a torn line, a scene not there) are left out and named
+    as eval questions, not as training data: every training example still trains."""
     out = tmp_path / "ckpt"
+    eval_file = tmp_path / "eval.jsonl"
+    missing = {**dataset["rows"][0], "id": 999, "scene_name": "room_9999"}
+    eval_file.write_text(dataset["train"].read_text() + '{"id": 1000, "question": "How many\n' + json.dumps(missing) + "\n")
     res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
-                    "--output", out, "--executor", "local", "--max-steps", "4", "--eval-questions", dataset["train"],
+                    "--output", out, "--executor", "local", "--max-steps", "4", "--eval-questions", eval_file,
                     "--eval-every", "2", *FAST)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 1, res.stderr[-3000:]
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["examples"] == len(dataset["rows"]) and summary["examples_left_out"] == 0
+    assert summary["eval_questions"] == len(dataset["rows"]) and summary["eval_questions_left_out"] == 2
+    assert "left out 2 eval question(s)" in " ".join(res.stderr.split()) and "training example" not in res.stderr
     evals = [(r["step"], r["eval"]) for r in rows(out / "training" / "log.jsonl") if "eval" in r]
     assert [s for s, _ in evals] == [2, 4]
     for _, e in evals:

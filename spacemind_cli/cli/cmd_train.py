@@ -133,6 +133,8 @@ def train(
         table.add_row("errors", summary["errors_file"])
     console.print(table)
     if summary["failed"]:
-        err_console.print(f"[yellow]trained without {summary['failed']} unreadable example(s) or scene(s); "
-                          f"see {summary['errors_file']}[/]")
+        left_out = [f"{n} {what}" for n, what in ((summary["examples_left_out"], "training example(s)"),
+                                                  (summary["eval_questions_left_out"], "eval question(s)")) if n]
+        err_console.print(f"[yellow]left out {' and '.join(left_out) or 'nothing, but some scenes failed'} "
+                          f"(unreadable, or their scene failed); see {summary['errors_file']}[/]")
         raise typer.Exit(EXIT_PARTIAL)

@@ -277,6 +277,14 @@ class ErrorLog:
             raise resource_error(exc, self.path) from exc
         self.count += 1
 
+    def discard(self) -> None:
+        """Close without publishing: the file from before the run stays as it was."""
+        try:
+            self._fh.close()
+        finally:
+            remove_quietly(self._tmp)
+            release_temp(self._tmp)
+
     def close(self) -> None:
         try:
             self._fh.close()

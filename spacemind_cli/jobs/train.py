@@ -14,6 +14,7 @@ refused (or starts over with `overwrite`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -31,6 +32,7 @@ from ..scenes import check_root
 from ..training import TrainingSet, read_training_file
 from ..training.config import TrainConfig
 from ..training.loop import TrainSpec
+from ..training.state import examples_digest, latest_state, resume_refusal
 from .output import ErrorLog
 from .plan import plan_answer, plan_extract
 from .records import ItemResult
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 OURS = {"config.json", "fusion.safetensors", "lora", "internvl", "vggt", "training"}  # what a run writes
 RESUME_FREE = ("save_every", "eval_every")  # settings a resumed run may change
+RUN_KEYS = ("base_checkpoint_id", "training_files", "eval_questions", "features")  # with "train": the run id's
 
 
 def run_train(
@@ -77,14 +80,20 @@ def run_train(
         "features": {"frames": settings.frame_sampling.to_dict(), "dtype": settings.dtype,
                      "vggt_weights": settings.vggt_weights, "encoders": settings.encoder_fingerprint},
     }
-    training_dir = _prepare_output(out, text_digest(run), overwrite, keep=Path(settings.cache))
+    training_dir = _prepare_output(out, run, overwrite, keep=Path(settings.cache))
     open_job_cache(settings.cache)
     errors = ErrorLog(training_dir / "errors.jsonl")
+    refusal = None
     try:
         examples, eval_rows, scene_counts = _examples_with_features(root, training, eval_questions, settings, executor,
                                                                     errors, progress)
+        # Refused before anything of the run is rewritten: its examples, config and errors stay
+        # those of the weights saved.
+        refusal = resume_refusal(latest_state(training_dir / "state"), examples_digest(examples))
     finally:
-        errors.close()
+        errors.discard() if refusal else errors.close()
+    if refusal:
+        raise InputError(refusal)
     if not examples:
         raise InputError(f"{questions}: no training example has readable scene features (see {errors.path})")
     write_parquet(training_dir / "examples.parquet", lambda: iter(examples))
@@ -94,9 +103,13 @@ def run_train(
         {**run, "run_id": text_digest(run), "train": config.to_dict(), "base_checkpoint": str(base),
          "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows)}, indent=2) + "\n"))
 
-    spec = TrainSpec(base_checkpoint=str(base), output=str(out), config=config.to_dict(), settings=settings,
-                     examples=str(training_dir / "examples.parquet"),
-                     eval_questions=str(training_dir / "eval.parquet") if eval_rows else None)
+    # Absolute paths: Ray Train runs each worker in a folder of its own.
+    worker_settings = dataclasses.replace(settings, checkpoint=_absolute(settings.checkpoint),
+                                          cache=str(Path(settings.cache).resolve()),
+                                          trusted_paths=tuple(_absolute(p) for p in settings.trusted_paths))
+    spec = TrainSpec(base_checkpoint=_absolute(str(base)), output=str(out.resolve()), config=config.to_dict(),
+                     settings=worker_settings, examples=str((training_dir / "examples.parquet").resolve()),
+                     eval_questions=str((training_dir / "eval.parquet").resolve()) if eval_rows else None)
     result = fit(spec, progress)
     from ..training.export import plot_loss
 
@@ -109,7 +122,9 @@ def run_train(
         "scenes_cached": scene_counts["cached"],
         "failed": errors.count,
         "errors_file": str(errors.path) if errors.count else None,
+        "examples_left_out": scene_counts["examples_left_out"],
         "eval_questions": len(eval_rows),
+        "eval_questions_left_out": scene_counts["eval_left_out"],
         **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
         "elapsed_s": round(time.perf_counter() - t_start, 3),
     }
@@ -117,7 +132,7 @@ def run_train(
     return summary
 
 
-def _prepare_output(out: Path, run_id: str, overwrite: bool, keep: Path) -> Path:
+def _prepare_output(out: Path, run: dict, overwrite: bool, keep: Path) -> Path:
     """NEW_CKPT/training/, after checking the folder is new, ours to overwrite, or this run's.
     Overwriting spares `keep`, the feature cache (by default NEW_CKPT/training/features): the
     scenes' features do not depend on the training settings."""
@@ -129,16 +144,19 @@ def _prepare_output(out: Path, run_id: str, overwrite: bool, keep: Path) -> Path
         if foreign:
             raise InputError(f"--output {out} holds files a training run does not write ({', '.join(foreign[:3])}); "
                              "give a new folder")
-        stored = _stored_run_id(training)
+        stored_config = _stored_config(training)
+        stored = stored_config.get("run_id")
         if overwrite:
             for name in OURS:
                 _remove_sparing(out / name, keep.resolve())
         elif stored is None and (out / "config.json").exists():
             raise InputError(f"--output {out} holds a checkpoint that is not a training run; give a new folder "
                              "(or --overwrite)")
-        elif stored is not None and stored != run_id:
-            raise InputError(f"--output {out} holds a training run with other settings (data, base checkpoint or "
-                             "hyperparameters); rerun with the same ones to resume, or pass --overwrite to start over")
+        elif stored is not None and stored != text_digest(run):
+            now = json.loads(json.dumps(run))  # as config.json holds it (tuples as lists)
+            changed = "; ".join(_changed_settings(_stored_run(stored_config), now)[:4]) or "data, base checkpoint or hyperparameters"
+            raise InputError(f"--output {out} holds a training run with other settings ({changed}); rerun with the "
+                             "same ones to resume, or pass --overwrite to start over")
     training.mkdir(parents=True, exist_ok=True)
     return training
 
@@ -155,11 +173,38 @@ def _remove_sparing(path: Path, keep: Path) -> None:
         shutil.rmtree(path)
 
 
-def _stored_run_id(training: Path) -> str | None:
+def _stored_config(training: Path) -> dict:
     try:
-        return json.loads((training / "config.json").read_text()).get("run_id")
+        stored = json.loads((training / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def _stored_run(stored_config: dict) -> dict:
+    """The settings a run's id covers, as its config.json records them (`train` in full there)."""
+    train = {k: v for k, v in (stored_config.get("train") or {}).items() if k not in RESUME_FREE}
+    return {**{k: stored_config.get(k) for k in RUN_KEYS}, "train": train}
+
+
+def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What differs between two runs' settings, e.g. "max_steps 4 -> 6"; a digest (a file's
+    content, the encoders') is named, not shown."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = key if prefix == "train." else prefix + key  # "max_steps", "features.frames.num_frames"
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            shown = all(isinstance(v, (int, float, bool, type(None))) or (isinstance(v, str) and len(v) < 24) for v in (a, b))
+            changed.append(f"{name} {json.dumps(a)} -> {json.dumps(b)}" if shown else f"{name} changed")
+    return changed
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute; a hub id (no such local path) as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def _examples_with_features(root: Path, training: TrainingSet, eval_questions, settings: JobSettings, executor,
@@ -175,6 +220,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         for p in qset.problems:
             errors.add(p.to_record("eval questions"))
         eval_q = [q for q in qset.questions if q.ground_truth is not None or q.row.get("answers") is not None]
+    eval_total = len(eval_q) + (len(qset.problems) if eval_questions else 0)
     scene_of: dict[tuple[str, int], str] = {}
     scenes = {}
     for tag, qs in (("train", train_q), ("eval", eval_q)):
@@ -215,4 +261,6 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
             eval_rows.append({"id": q.qid, "feature_key": key, "prompt": build_prompt(q.row),
                               "row_json": json.dumps(q.row, ensure_ascii=False)})
     counts.pop("done")
+    counts["examples_left_out"] = len(training.problems) + len(training.examples) - len(examples)
+    counts["eval_left_out"] = eval_total - len(eval_rows)
     return examples, eval_rows, counts

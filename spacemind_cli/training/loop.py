@@ -25,12 +25,11 @@ from typing import Protocol
 import torch
 
 from ..errors import CacheError, InputError
-from ..fingerprint import text_digest
 from ..jobs.settings import JobSettings
 from . import parallel
 from .config import TrainConfig
 from .schedule import StepPlan, worker_share
-from .state import latest_state, load_state, remove_staging, save_state
+from .state import examples_digest, latest_state, load_state, remove_staging, resume_refusal, save_state
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     examples = read_table(spec.examples)
     # A saved state belongs to this set of examples: one that failed to encode before and has
     # features now changes the step plan, so such a state is not resumed.
-    examples_digest = text_digest(json.dumps(examples, sort_keys=True, ensure_ascii=False))
+    digest = examples_digest(examples)
     by_scene: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         by_scene.setdefault(ex["feature_key"], []).append(i)
@@ -125,10 +124,9 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                                   weight_decay=cfg.weight_decay, fused=device.startswith("cuda") and not sharded)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, plan.total_steps))
     state_dir = spec.training_dir / "state"
-    start = _resume(runtime, state_dir, model, optimizer, scheduler, device, sharded, examples_digest)
+    start = _resume(runtime, state_dir, model, optimizer, scheduler, device, sharded, digest)
     log_path = spec.training_dir / "log.jsonl"
-    if runtime.rank == 0:
-        _truncate_log(log_path, start)
+    logged = _truncate_log(log_path, start) if runtime.rank == 0 else {}
     cache = _cache(s)
 
     frames: dict[str, int] = {}  # frames per scene, for the token count
@@ -191,20 +189,20 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
             if runtime.rank == 0:
                 save_state(state_dir, done, trained, optimizer_state,
                            {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
-                            "config": cfg.to_dict(), "examples": examples_digest})
+                            "config": cfg.to_dict(), "examples": digest})
         runtime.report(last)
 
     tensors = parallel.export_tensors(model, sharded)  # gathered: every worker takes part
     if runtime.rank == 0:
         if start >= plan.total_steps:  # a rerun of a finished run: the last state is the result
-            last = {"step": plan.total_steps, "resumed_finished_run": True}
+            last = {**logged, "step": plan.total_steps, "resumed_finished_run": True}  # its final loss, eval
         export_checkpoint(spec, model, cfg, tensors)
     return {"steps": plan.total_steps, "resumed_from": start, "last": last,
             "wall_s": round(time.perf_counter() - t_run, 3)}
 
 
 def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, device: str, sharded: bool,
-            examples_digest: str) -> int:
+            digest: str) -> int:
     """Load the newest saved state (a rerun's, or the group's after Ray Train restarted it for a
     lost worker); returns the optimizer steps already done."""
     if runtime.rank == 0:
@@ -212,10 +210,8 @@ def _resume(runtime: Runtime, state_dir: Path, model, optimizer, scheduler, devi
     saved = latest_state(state_dir)
     if saved is None:
         return 0
-    if saved.meta.get("examples") != examples_digest:
-        raise InputError(f"the training examples differ from those of the state saved at step {saved.step} "
-                         f"({saved.path}): the data changed, or a scene that failed before has features now; "
-                         "rerun with --overwrite to start over")
+    if (refusal := resume_refusal(saved, digest)) is not None:  # the job checks first; a worker's state may be newer
+        raise InputError(refusal)
     trainable, optimizer_state = load_state(saved, "cpu" if sharded else device)
     parallel.load_trainable_state(model, trainable, sharded)
     parallel.load_optimizer_state(model, optimizer, optimizer_state, sharded)
@@ -245,22 +241,26 @@ def _cache(settings: JobSettings):
     return FeatureCache(settings.cache, create=False)
 
 
-def _truncate_log(path: Path, steps_done: int) -> None:
-    """Keep the log lines of the steps the resumed state holds (a killed run may have logged more)."""
+def _truncate_log(path: Path, steps_done: int) -> dict:
+    """Keep the log lines of the steps the resumed state holds (a killed run may have logged more);
+    returns the last one kept ({} when none)."""
     if not path.is_file():
-        return
+        return {}
     from ..files import atomic_write_text
 
     lines = path.read_text().splitlines()
-    keep = []
+    keep, last = [], {}
     for line in lines:
         try:
-            if json.loads(line).get("step", 0) <= steps_done:
-                keep.append(line)
+            record = json.loads(line)
         except ValueError:
-            pass  # a line torn by the kill
+            continue  # a line torn by the kill
+        if record.get("step", 0) <= steps_done:
+            keep.append(line)
+            last = record
     if len(keep) != len(lines):
         atomic_write_text(path, lambda fh: fh.write("".join(line + "\n" for line in keep)))
+    return last
 
 
 def _append_log(path: Path, record: dict) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import resource_error
+from ..fingerprint import text_digest
 
 PREFIX = "step-"
 
@@ -81,6 +82,19 @@ def saved_steps(root: Path) -> list[SavedState]:
         return []
     found = [read_saved(p) for p in root.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
     return sorted((s for s in found if s is not None), key=lambda s: s.step)
+
+
+def examples_digest(rows: list[dict]) -> str:
+    """What a saved state records of the examples it was trained on (their step plan)."""
+    return text_digest(json.dumps(rows, sort_keys=True, ensure_ascii=False))
+
+
+def resume_refusal(saved: SavedState | None, digest: str) -> str | None:
+    """Why `saved` cannot be resumed on examples of digest `digest`, or None when it can."""
+    if saved is None or saved.meta.get("examples") == digest:
+        return None
+    return (f"the training examples differ from those of the state saved at step {saved.step} ({saved.path}): "
+            "the data changed, or a scene that failed before has features now; rerun with --overwrite to start over")
 
 
 def latest_state(root: Path) -> SavedState | None:
