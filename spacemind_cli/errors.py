@@ -92,6 +92,14 @@ def resource_error(exc: OSError, path) -> InputError | ResourceError:
     return cls(f"cannot write {path}: {os_reason(exc)}")
 
 
+def os_error(exc: OSError) -> InputError | ResourceError:
+    """An OSError that no layer turned into a spacemind error, as one line naming its file:
+    ResourceError for a full, read-only or forbidden disk, InputError for anything else."""
+    cls = ResourceError if exc.errno in _RESOURCE_REASONS else InputError
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return cls(f"{where}{os_reason(exc)}")
+
+
 def error_class(name: str) -> type[SpacemindError]:
     """A SpacemindError subclass by name: how a worker's job-stopping failure crosses a process
     boundary as text (a Ray result) and is raised again, exit code included, on the driver."""
