@@ -87,6 +87,16 @@ def test_stray_os_errors_are_one_line_with_the_file_and_a_documented_code(tmp_pa
     assert _one_error_line(full) == f"error: {tmp_path / 'ck' / 'config.json'}: no space left on device"
 
 
+def test_checkpoint_tiny_refuses_a_file_in_place_of_its_folder(tmp_path):
+    a_file = tmp_path / "some_existing_file"
+    a_file.write_text("mine\n")
+    for extra in ([], ["--force"]):  # --force replaces a checkpoint, never a user's file
+        result = runner.invoke(app, ["checkpoint", "tiny", str(a_file), *extra])
+        assert result.exit_code == 2, result.output
+        assert _one_error_line(result) == f"error: {a_file} exists and is not a folder"
+    assert a_file.read_text() == "mine\n"
+
+
 def test_missing_scenes_root_is_a_one_line_usage_error(tiny_ckpt, examples, tmp_path):
     proc = cli("answer", tmp_path / "nope", "--questions", examples / "questions.jsonl", "--checkpoint", tiny_ckpt,
                "--output", tmp_path / "a.jsonl", "--executor", "local")
