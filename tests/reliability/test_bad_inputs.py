@@ -451,3 +451,35 @@ def test_an_output_path_that_cannot_be_a_file_is_bad_input_not_a_resource_error(
     error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and str(target) in error[0] and reason in error[0], res.stderr
     assert a_file.read_text() == "mine\n" and not any(folder.iterdir())
+
+
+# ------------------------------------------------------------------------------ a cache that is not there
+
+
+@pytest.mark.parametrize("what", ["empty-folder", "a-file"])
+@pytest.mark.parametrize("command", ["ls", "info", "verify", "prune"])
+def test_every_cache_command_gives_exit_4_for_a_path_that_holds_no_cache(tmp_path, command, what):
+    cache = {"missing": tmp_path / "nope", "empty-folder": tmp_path / "empty", "a-file": tmp_path / "some.jsonl",
+             "under-a-file": tmp_path / "some.jsonl" / "cache"}[what]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "some.jsonl").write_text('{"id": 1}\n')
+    res = cli("cache", command, cache, *(["--bad"] if command == "prune" else []))
+    assert res.exit_code == 4, res
+    assert res.stderr.startswith(f"error: no feature cache at {cache} ("), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "some.jsonl").read_text() == '{"id": 1}\n'
+
+
+@pytest.mark.parametrize("command", ["extract", "answer"])
+def test_a_cache_option_naming_a_file_is_refused_in_one_line(tmp_path, tiny_ckpt, root, command):
+    cache = tmp_path / "some.jsonl"
+    cache.write_text('{"id": 1}\n')
+    if command == "extract":
+        args = ["extract", root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local"]
+    else:
+        args = answer_args(root, write_jsonl(tmp_path / "q.jsonl", GOOD), tiny_ckpt, tmp_path / "a.jsonl", "--cache", cache)
+    res = cli(*args)
+    assert res.exit_code == 4, res
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert error == [f"error: no feature cache at {cache} (it is a file, not a folder)"], res.stderr
+    assert cache.read_text() == '{"id": 1}\n'
