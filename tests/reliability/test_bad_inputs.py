@@ -456,9 +456,10 @@ def test_an_output_path_that_cannot_be_a_file_is_bad_input_not_a_resource_error(
 # ------------------------------------------------------------------------------ a cache that is not there
 
 
-@pytest.mark.parametrize("what", ["empty-folder", "a-file"])
+@pytest.mark.parametrize("what", ["missing", "empty-folder", "a-file", "under-a-file"])
 @pytest.mark.parametrize("command", ["ls", "info", "verify", "prune"])
 def test_every_cache_command_gives_exit_4_for_a_path_that_holds_no_cache(tmp_path, command, what):
+    """Missing, empty or a file: each is no cache to list, verify or prune, the same error (exit 4)."""
     cache = {"missing": tmp_path / "nope", "empty-folder": tmp_path / "empty", "a-file": tmp_path / "some.jsonl",
              "under-a-file": tmp_path / "some.jsonl" / "cache"}[what]
     (tmp_path / "empty").mkdir()
