@@ -100,6 +100,12 @@ def os_error(exc: OSError) -> InputError | ResourceError:
     return cls(f"{where}{os_reason(exc)}")
 
 
+def json_problem(exc) -> str:
+    """A json.JSONDecodeError's reason and column, e.g. "Expecting value at column 3". Some of
+    Python's messages already end in "at" ("Invalid control character at"): said once, not twice."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+
+
 def error_class(name: str) -> type[SpacemindError]:
     """A SpacemindError subclass by name: how a worker's job-stopping failure crosses a process
     boundary as text (a Ray result) and is raised again, exit code included, on the driver."""
