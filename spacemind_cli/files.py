@@ -5,8 +5,9 @@
   directory. Concurrent writers of one name each own a temp file; the last rename wins and both
   versions are complete. A crash leaves at most a temp file, which ``is_stale_temp`` recognises
   (its writer is dead, or it is old) and the next run removes.
-- OS failures (disk full, read-only, permission) become ``ResourceError`` (exit 5), the temp file
-  removed and the previous file untouched.
+- OS failures (disk full, read-only, permission) become ``ResourceError`` (exit 5), a path that
+  cannot be a file (a folder, under a file) ``InputError`` (exit 2); the temp file is removed and
+  the previous file untouched.
 - Read-modify-write of small shared files (the cache manifest) runs under ``locked``.
 - Rows to Parquet (``write_parquet``) settle one schema from all rows before writing, so a column
   that appears late or changes type is never dropped.
@@ -146,7 +147,7 @@ def fsync_file(path) -> None:
 def atomic_target(path: Path, *, durable: bool = True) -> Iterator[str]:
     """Yields a temp path beside `path` to write; on success it is fsynced (`durable`) and
     replaces `path` in one rename, on any failure it is removed and `path` left as it was.
-    OSErrors (disk full, read-only, permission) become ResourceError."""
+    OSErrors become ResourceError (disk full, read-only, permission) or InputError (a bad path)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

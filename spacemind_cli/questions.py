@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, json_problem
 
 JSONL_EXTS = (".jsonl", ".ndjson")
 JSON_EXTS = (".json",)
@@ -106,7 +106,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             try:
                 yield lineno, json.loads(text), None
             except json.JSONDecodeError as exc:
-                yield lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})"
+                yield lineno, None, f"malformed JSON: {json_problem(exc)}"
 
 
 JSON_LINES = object()  # read_json_document's answer for JSON Lines in a .json file
@@ -125,7 +125,7 @@ def read_json_document(path: Path, what: str, *, json_lines_ok: bool = False) ->
     except json.JSONDecodeError as exc:
         if json_lines_ok and exc.msg == "Extra data":
             return JSON_LINES
-        raise InputError(f"{what} {path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        raise InputError(f"{what} {path}:{exc.lineno}: malformed JSON: {json_problem(exc)}") from None
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, Any, str | None]]:

@@ -330,6 +330,30 @@ def test_wrong_schema_version_manifest(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_root_that_is_a_file_is_no_cache(tmp_path: Path, create: bool) -> None:
+    a_file = tmp_path / "some.jsonl"
+    a_file.write_text('{"id": 1}\n')
+    with pytest.raises(CacheError) as ei:
+        FeatureCache(a_file, create=create)
+    assert str(ei.value) == f"no feature cache at {a_file} (it is a file, not a folder)"
+    with pytest.raises(CacheError) as ei:
+        FeatureCache(a_file / "cache", create=create)
+    assert str(ei.value) == f"no feature cache at {a_file / 'cache'} (part of its path is a file, not a folder)"
+    assert a_file.read_text() == '{"id": 1}\n'
+
+
+def test_a_manifest_that_is_a_folder_or_not_text_is_corrupt(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    (root / "manifest.json").mkdir(parents=True)
+    with pytest.raises(CacheError, match="corrupt cache manifest .*: a folder, not a file"):
+        FeatureCache(root)
+    (root / "manifest.json").rmdir()
+    (root / "manifest.json").write_bytes(b'{"schema_version": "\xff"}')
+    with pytest.raises(CacheError, match=r"corrupt cache manifest .*: not UTF-8 text \(byte 20\)"):
+        FeatureCache(root)
+
+
 def test_entry_under_wrong_key_is_corrupt(cache: FeatureCache) -> None:
     path = cache.put(KEY, _meta(), _tensors(), fingerprint="fp")
     other = "cd" + KEY[2:]

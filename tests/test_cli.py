@@ -58,6 +58,45 @@ def test_checkpoint_tiny_refuses_to_overwrite_without_force(tmp_path):
     assert cli("checkpoint", "tiny", out, "--force").returncode == 0
 
 
+def _one_error_line(result) -> str:
+    """The single `error:` line of an in-process run; no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_stray_os_errors_are_one_line_with_the_file_and_a_documented_code(tmp_path, monkeypatch):
+    """A safety net below every command: an OSError that no layer turned into a spacemind error
+    still prints one line naming its file, exit 5 for a full, read-only or forbidden disk, else 2."""
+    import errno
+
+    from spacemind_cli.models import tiny
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    under = runner.invoke(app, ["checkpoint", "tiny", str(a_file / "ck")])  # mkdir under a file: ENOTDIR
+    assert under.exit_code == 2, under.output
+    assert str(a_file / "ck") in _one_error_line(under) and "part of its path is a file" in under.stderr
+
+    def full_disk(out, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "config.json"))
+
+    monkeypatch.setattr(tiny, "write_tiny_checkpoint", full_disk)
+    full = runner.invoke(app, ["checkpoint", "tiny", str(tmp_path / "ck")])
+    assert full.exit_code == 5, full.output
+    assert _one_error_line(full) == f"error: {tmp_path / 'ck' / 'config.json'}: no space left on device"
+
+
+def test_checkpoint_tiny_refuses_a_file_in_place_of_its_folder(tmp_path):
+    a_file = tmp_path / "some_existing_file"
+    a_file.write_text("mine\n")
+    for extra in ([], ["--force"]):  # --force replaces a checkpoint, never a user's file
+        result = runner.invoke(app, ["checkpoint", "tiny", str(a_file), *extra])
+        assert result.exit_code == 2, result.output
+        assert _one_error_line(result) == f"error: {a_file} exists and is not a folder"
+    assert a_file.read_text() == "mine\n"
+
+
 def test_missing_scenes_root_is_a_one_line_usage_error(tiny_ckpt, examples, tmp_path):
     proc = cli("answer", tmp_path / "nope", "--questions", examples / "questions.jsonl", "--checkpoint", tiny_ckpt,
                "--output", tmp_path / "a.jsonl", "--executor", "local")

@@ -105,6 +105,7 @@ def test_missing_prediction_field(tmp_path):
     "content, msg",
     [
         ('{"a": 1}\n\n{not json}\n', ":3: invalid JSON"),
+        ('{"a": "x\ty"}\n', ":1: invalid JSON (Invalid control character at column 9)"),  # not "at at"
         ("[1, 2]\n", ":1: expected a JSON object"),
         ("", "no rows"),
         ('{"question_type": "object_counting", "ground_truth": "1", "prediction": {"text": "1"}}\n', ":1: prediction must be text"),

@@ -213,6 +213,14 @@ def test_plot_writes_a_png_with_compare_and_references(tmp_path):
     _check_png(plot(spb_result(), tmp_path / "sp.png", references=False))
 
 
+def test_a_scores_json_with_a_raw_control_character_names_its_line_and_column(tmp_path):
+    path = tmp_path / "scores.json"
+    path.write_text('{\n  "label": "a\tb"\n}\n')
+    with pytest.raises(InputError) as ei:
+        load_result_json(path)
+    assert str(ei.value) == f"{path}:2: invalid JSON (Invalid control character at column 14)"
+
+
 def test_compare_accepts_an_answers_file_and_explains_anything_else(tmp_path):
     """`eval A --compare B.jsonl`: B is scored the same way; a file that is neither a scores JSON
     nor an answers file gets a message saying what --compare takes (not "invalid JSON")."""

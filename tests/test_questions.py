@@ -214,6 +214,16 @@ def _input_error(path: Path, *words: str) -> None:
         assert word in text
 
 
+def test_json_messages_read_well_whatever_python_says(tmp_path):
+    """Python's message for a raw control character ends in "at" ("Invalid control character at"):
+    the column follows it once, not as "at (column 16)"."""
+    path = write_jsonl(tmp_path / "q.jsonl", VSI_ROWS, raw_lines={2: b'{"question": "a\tb"}'})
+    (problem,) = read_questions(path).problems
+    assert one_line(str(problem)).endswith(":2: malformed JSON: Invalid control character at column 16")
+    (tmp_path / "broken.json").write_text('[\n {"id": 1,\n  "question": }\n]')
+    _input_error(tmp_path / "broken.json", "broken.json:3: malformed JSON: Expecting value at column 15")
+
+
 def test_whole_file_errors(tmp_path):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     _input_error(tmp_path / "empty.jsonl", "no questions")

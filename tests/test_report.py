@@ -344,6 +344,20 @@ def test_output_folder_must_be_new_empty_or_a_report(runs, tmp_path):
     assert build_report(runs["a"], VIDEOS, empty, config=FAST)["questions"] == 68
 
 
+def test_a_thumbnail_path_under_a_file_stops_the_build(runs, tmp_path):
+    """A path in DIR that cannot hold thumbnails is the user's to fix: the build stops with one
+    error (exit 2), it does not go on marking every scene unreadable."""
+    few = [dict(r, frame_indices=FRAMES[:1]) for r in make_rows(0, "a")]
+    answers = write_jsonl(tmp_path / "few.jsonl", few)
+    out = tmp_path / "r"
+    build_report(answers, VIDEOS, out, config=FAST)
+    shutil.rmtree(out / "thumbs")
+    (out / "thumbs").write_text("mine")
+    with pytest.raises(InputError, match="part of its path is a file"):
+        build_report(answers, VIDEOS, out, config=FAST)
+    assert (out / "thumbs").read_text() == "mine"
+
+
 def test_cli_report_summary_and_title(runs, tmp_path):
     res = invoke("report", runs["a"], "--scenes", VIDEOS, "--output", tmp_path / "r", "--compare", runs["b"],
                  "--title", "Ablation: fusion on/off")

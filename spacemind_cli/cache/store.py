@@ -123,8 +123,15 @@ class FeatureCache:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except NotADirectoryError:  # the root, or a folder above it, is a file: no cache can be there
+            what = "it is a file" if self.root.is_file() else "part of its path is a file"
+            raise CacheError(f"no feature cache at {self.root} ({what}, not a folder)") from None
+        except IsADirectoryError:
+            raise _manifest_error(path, "a folder, not a file") from None
         except PermissionError as exc:
             raise ResourceError(f"cannot read {path}: permission denied") from exc
+        except UnicodeDecodeError as exc:
+            raise _manifest_error(path, f"not UTF-8 text (byte {exc.start})") from None
         try:
             m = json.loads(text)
         except ValueError as exc:

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..errors import EXIT_CACHE, InputError
+from ..errors import EXIT_CACHE, CacheError, InputError
 from .common import console, err_console, handle_errors
 
 app = typer.Typer(
@@ -30,8 +30,8 @@ def parse_age(text: str) -> float:
 def _open(cache: Path):
     from ..cache import FeatureCache
 
-    if not cache.exists():
-        raise InputError(f"cache {cache} does not exist")
+    if not cache.exists():  # exit 4, as for a folder without a manifest: no cache either way
+        raise CacheError(f"no feature cache at {cache} (it does not exist)")
     return FeatureCache(cache, create=False)
 
 

@@ -31,6 +31,8 @@ def tiny(
     whole pipeline on a CPU in seconds. Answers are noise; use it for tests and demos."""
     from ..models.tiny import write_tiny_checkpoint
 
+    if out_dir.exists() and not out_dir.is_dir():  # --force too: it replaces a checkpoint, not a file
+        raise InputError(f"{out_dir} exists and is not a folder")
     if (out_dir / "config.json").exists() and not force:
         raise InputError(f"{out_dir} already holds a checkpoint; pass --force to overwrite it")
     write_tiny_checkpoint(out_dir, seed=seed)

@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..errors import EXIT_INTERRUPTED, SpacemindError
+from ..errors import EXIT_INTERRUPTED, SpacemindError, os_error
 
 def _console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr)
@@ -54,5 +54,8 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished work is kept; rerun the same command to resume")
             raise typer.Exit(EXIT_INTERRUPTED)
+        except OSError as exc:  # a safety net: one line and a documented code, never a traceback
+            error = os_error(exc)
+            fail(error.message, error.exit_code)
 
     return wrapper

@@ -151,7 +151,7 @@ def plot(
     )
     out = Path(out_png)
     # Written atomically: a temp file beside `out` (its own suffix, hence the explicit format:
-    # the file name's, PNG without one) renamed over it; OSErrors become ResourceError.
+    # the file name's, PNG without one) renamed over it; OSErrors become one-line errors (see resource_error).
     with atomic_target(out, durable=False) as tmp:
         fig.savefig(tmp, format=out.suffix[1:].lower() or "png", dpi=dpi, facecolor="white")
     log.info("wrote %s", out)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spacemind_cli.errors import InputError
+from spacemind_cli.errors import InputError, json_problem
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _read_jsonl(path: Path) -> list[Record]:
                 try:
                     row = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise InputError(f"{path}:{lineno}: invalid JSON ({json_problem(exc)})") from None
                 records.append(_from_row(row, path, lineno, "line"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text (is it a Parquet file with the wrong extension?)") from None
@@ -150,7 +150,7 @@ def _read_json(path: Path) -> list[Record]:
         # A JSON Lines file named *.json: fall back to line-by-line reading.
         if exc.msg == "Extra data":
             return _read_jsonl(path)
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({json_problem(exc)})") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     if isinstance(data, dict):

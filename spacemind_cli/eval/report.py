@@ -14,7 +14,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from spacemind_cli.errors import InputError
+from spacemind_cli.errors import InputError, json_problem
 
 from .references import Reference, references_for
 from .result import RESULT_SCHEMA, EvalResult, Score
@@ -104,7 +104,7 @@ def load_result_json(path: str | Path) -> EvalResult:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({json_problem(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     return result_from_json(data, path)

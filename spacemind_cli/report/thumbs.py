@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EXIT_CACHE, EXIT_RESOURCE, SceneError, SpacemindError
+from ..errors import EXIT_CACHE, EXIT_RESOURCE, EXIT_USAGE, SceneError, SpacemindError
 from ..fingerprint import file_digest, text_digest
 from ..scenes import SceneRef, resolve_scene, scene_files
 
@@ -240,8 +240,8 @@ def make_thumbnails(
     def one(req: SceneRequest) -> SceneThumbs:
         try:
             return scene_thumbnails(req, root, out_dir, cfg)
-        except SpacemindError as exc:  # e.g. a disk-full ResourceError: the whole build stops
-            if exc.exit_code in (EXIT_CACHE, EXIT_RESOURCE):
+        except SpacemindError as exc:  # a full disk or a bad output path: the whole build stops
+            if exc.exit_code in (EXIT_USAGE, EXIT_CACHE, EXIT_RESOURCE):
                 raise
             return SceneThumbs(req.key, UNREADABLE, exc.message)
         except (OSError, ValueError, RuntimeError, MemoryError) as exc:

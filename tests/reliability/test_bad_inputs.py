@@ -415,3 +415,72 @@ def test_output_that_is_the_question_file_is_refused(tmp_path, tiny_ckpt, root, 
     assert f"--output {q} is the question file itself" in " ".join(res.stderr.split())
     assert q.read_bytes() == before  # the input survives
     assert not q.with_name(q.name + ".parts").exists()
+
+
+# ------------------------------------------------------------------------------ bad output paths
+
+VSI_ROW = {"id": 0, "dataset": "arkitscenes", "scene_name": "41069025", "question_type": "object_counting",
+           "question": "How many chairs?", "options": None, "ground_truth": "4", "prediction": "4"}
+
+
+@pytest.mark.parametrize("case", ["eval-json-folder", "eval-plot-folder", "eval-json-under-file", "report-under-file",
+                                  "answer-under-file"])
+def test_an_output_path_that_cannot_be_a_file_is_bad_input_not_a_resource_error(tmp_path, tiny_ckpt, root, case):
+    """Exit 5 is for a full, read-only or forbidden disk; an output that is a folder, or whose
+    parent is a file, is the user's path to fix: exit 2, saying which."""
+    answers = write_jsonl(tmp_path / "answers.jsonl", [VSI_ROW])
+    folder, a_file = tmp_path / "a_folder", tmp_path / "a_file"
+    folder.mkdir()
+    a_file.write_text("mine\n")
+    reason = "part of its path is a file, not a folder"
+    if case == "eval-json-folder":
+        args, target, reason = ["eval", answers, "--json", folder], folder, "it is a folder"
+    elif case == "eval-plot-folder":
+        args, target, reason = ["eval", answers, "--plot", folder], folder, "it is a folder"
+    elif case == "eval-json-under-file":
+        target = a_file / "x.json"
+        args = ["eval", answers, "--json", target]
+    elif case == "report-under-file":
+        target = a_file / "rep"
+        args = ["report", answers, "--output", target]
+    else:
+        target = a_file / "x.jsonl"
+        args = answer_args(root, write_jsonl(tmp_path / "q.jsonl", GOOD), tiny_ckpt, target)
+    res = cli(*args)
+    assert res.exit_code == 2, res
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and str(target) in error[0] and reason in error[0], res.stderr
+    assert a_file.read_text() == "mine\n" and not any(folder.iterdir())
+
+
+# ------------------------------------------------------------------------------ a cache that is not there
+
+
+@pytest.mark.parametrize("what", ["missing", "empty-folder", "a-file", "under-a-file"])
+@pytest.mark.parametrize("command", ["ls", "info", "verify", "prune"])
+def test_every_cache_command_gives_exit_4_for_a_path_that_holds_no_cache(tmp_path, command, what):
+    """Missing, empty or a file: each is no cache to list, verify or prune, the same error (exit 4)."""
+    cache = {"missing": tmp_path / "nope", "empty-folder": tmp_path / "empty", "a-file": tmp_path / "some.jsonl",
+             "under-a-file": tmp_path / "some.jsonl" / "cache"}[what]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "some.jsonl").write_text('{"id": 1}\n')
+    res = cli("cache", command, cache, *(["--bad"] if command == "prune" else []))
+    assert res.exit_code == 4, res
+    assert res.stderr.startswith(f"error: no feature cache at {cache} ("), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "some.jsonl").read_text() == '{"id": 1}\n'
+
+
+@pytest.mark.parametrize("command", ["extract", "answer"])
+def test_a_cache_option_naming_a_file_is_refused_in_one_line(tmp_path, tiny_ckpt, root, command):
+    cache = tmp_path / "some.jsonl"
+    cache.write_text('{"id": 1}\n')
+    if command == "extract":
+        args = ["extract", root, "--checkpoint", tiny_ckpt, "--cache", cache, "--executor", "local"]
+    else:
+        args = answer_args(root, write_jsonl(tmp_path / "q.jsonl", GOOD), tiny_ckpt, tmp_path / "a.jsonl", "--cache", cache)
+    res = cli(*args)
+    assert res.exit_code == 4, res
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert error == [f"error: no feature cache at {cache} (it is a file, not a folder)"], res.stderr
+    assert cache.read_text() == '{"id": 1}\n'

@@ -354,3 +354,32 @@ def test_prune_on_a_read_only_cache_exits_5(read_only, tmp_path, base_cache):
     assert_resource_error(res, "read-only file system", victim)
     ro.release()
     assert victim.exists()
+
+
+
+# ------------------------------------------------------------------------------ a cache path that is not a folder
+
+
+def test_a_cache_write_refused_for_its_path_fails_in_one_line(tmp_path, base_root, base_questions, tiny_ckpt,
+                                                             baseline, base_cache, monkeypatch):
+    """Not a resource fault (exit 2, not 5) but the same path through the job: a cache write that
+    fails because a file stands where a folder belongs is reported in one line, no traceback, and
+    the answers complete."""
+    from spacemind_cli.cache import FeatureCache
+    from spacemind_cli.errors import resource_error
+
+    def put(self, key, *args, **kwargs):
+        raise resource_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), self.path_for(key))
+
+    monkeypatch.setattr(FeatureCache, "put", put)
+    cache = tmp_path / "cache"
+    shutil.copytree(base_cache, cache)
+    for p in sorted(cache.glob("entries/*/*.parquet"))[:2]:
+        p.unlink()
+    out = tmp_path / "a.jsonl"
+    res = cli(*answer_args(base_root, base_questions, tiny_ckpt, out, "--cache", cache))
+    assert res.exit_code == 0, res
+    assert "part of its path is a file, not a folder" in " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr
+    assert summary_of(out)["cache"] == {"hit": N - 2, "write-failed": 2}
+    assert stable(read_jsonl(out)) == stable(read_jsonl(baseline))

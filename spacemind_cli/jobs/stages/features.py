@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...errors import CacheError, ResourceError
+from ...errors import CacheError, InputError, ResourceError
 from ..records import LoadedItem
 from ..settings import JobSettings
 from .load import read_scene
@@ -102,7 +102,7 @@ class FeatureStep:
                 describe={"checkpoint": s.checkpoint},
             )
             return time.perf_counter() - t0, None
-        except ResourceError as exc:
+        except (ResourceError, InputError) as exc:  # a full disk, or a cache path that is not a folder
             log.warning("%s", exc.message)
             return time.perf_counter() - t0, exc.message
         except Exception as exc:  # an unexpected failure is still a failed write, reported
