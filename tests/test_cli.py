@@ -181,3 +181,21 @@ def test_eval_of_a_broken_file_names_the_line(tmp_path):
     proc = cli("eval", bad)
     assert proc.returncode == 2
     assert "answers.jsonl:2" in proc.stderr
+
+
+def test_log_records_go_to_the_stderr_of_the_moment(monkeypatch):
+    """Set up once, logging follows sys.stderr: a host (or a test runner) that swapped and closed
+    an earlier stderr gets no 'Logging error' trace from a later warning."""
+    import io
+    import logging
+
+    from spacemind_cli.cli.common import setup_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    setup_logging()
+    first.close()
+    now = io.StringIO()
+    monkeypatch.setattr("sys.stderr", now)
+    logging.getLogger("spacemind_cli.test").warning("cache write failed for %s", "x.parquet")
+    assert "cache write failed for x.parquet" in now.getvalue()

@@ -23,12 +23,28 @@ console = _console()  # results (stdout)
 err_console = _console(stderr=True)  # messages, errors, progress
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record comes, not as it was when logging was set up:
+    a host program or test runner that swaps stderr (and closes the old one) gets the records."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Warnings by default; -v info; -vv debug; --quiet errors only."""
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     root = logging.getLogger()
     if not any(getattr(h, "_spacemind", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
         handler._spacemind = True  # type: ignore[attr-defined]
         root.addHandler(handler)
