@@ -45,7 +45,7 @@ def _size(n: int) -> str:
 
 @app.command("ls")
 @handle_errors
-def ls(cache: Path = typer.Argument(..., help="Feature cache folder.")):
+def ls(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder.")):
     """List entries: scene, frames, size, encoder fingerprint, key."""
     import datetime as dt
 
@@ -66,7 +66,7 @@ def ls(cache: Path = typer.Argument(..., help="Feature cache folder.")):
 
 @app.command("info")
 @handle_errors
-def info(cache: Path = typer.Argument(..., help="Feature cache folder.")):
+def info(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder.")):
     """Totals: entries, bytes, encoder fingerprints, leftover temp files."""
     stats = _open(cache).stats()
     table = Table(title=f"cache {cache}", show_header=False)
@@ -87,7 +87,7 @@ def info(cache: Path = typer.Argument(..., help="Feature cache folder.")):
 
 @app.command("verify")
 @handle_errors
-def verify(cache: Path = typer.Argument(..., help="Feature cache folder.")):
+def verify(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder.")):
     """Read every entry and check checksums, schema and shapes; exit 4 naming the bad ones."""
     store = _open(cache)
     bad = store.verify()
@@ -103,7 +103,7 @@ def verify(cache: Path = typer.Argument(..., help="Feature cache folder.")):
 @app.command("prune")
 @handle_errors
 def prune(
-    cache: Path = typer.Argument(..., help="Feature cache folder."),
+    cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Entries written longer ago than this (e.g. 12h, 30d)."),
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Entries made with this encoder fingerprint."),
     keep_checkpoint: List[Path] = typer.Option([], "--keep-checkpoint", help="Keep only entries these checkpoints' encoders can use (prune the rest)."),

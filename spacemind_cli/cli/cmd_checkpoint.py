@@ -23,7 +23,7 @@ app = typer.Typer(
 @app.command("tiny")
 @handle_errors
 def tiny(
-    out_dir: Path = typer.Argument(..., help="Folder to write the checkpoint to."),
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write the checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the weights."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing checkpoint folder."),
 ):
@@ -42,7 +42,7 @@ def tiny(
 @app.command("assemble")
 @handle_errors
 def assemble(
-    out_dir: Path = typer.Argument(..., help="Folder to write the checkpoint to."),
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write the checkpoint to."),
     base: Path = typer.Option(..., "--base", help="HF-format InternVL3 folder (e.g. InternVL3-8B-hf)."),
     vggt: Path = typer.Option(..., "--vggt", help="VGGT-1B folder (model.safetensors or model.pt) or weight file."),
     fusion_weights: Optional[Path] = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
@@ -61,7 +61,7 @@ def assemble(
 
 @app.command("inspect")
 @handle_errors
-def inspect(ckpt_dir: Path = typer.Argument(..., help="Checkpoint folder.")):
+def inspect(ckpt_dir: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint folder.")):
     """Show components, parameter counts, dtypes, settings, fingerprints and missing weights (no weights loaded)."""
     from ..models.checkpoint_tools import inspect as do_inspect
 

@@ -26,7 +26,7 @@ def _write(path: Path, text: str) -> None:
 
 @handle_errors
 def eval_command(
-    answers: Path = typer.Argument(..., help="Answers JSONL/Parquet from `spacemind answer`, or lmms-eval samples JSONL."),
+    answers: Path = typer.Argument(..., metavar="ANSWERS", help="Answers JSONL/Parquet from `spacemind answer`, or lmms-eval samples JSONL."),
     benchmark: str = typer.Option("auto", "--benchmark", help="auto | vsibench | sqa3d | spbench | spbench-si | spbench-mv"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores under the official keys as JSON."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),

@@ -60,7 +60,7 @@ def print_summary(summary: dict) -> None:
 
 @handle_errors
 def report(
-    answers: Path = typer.Argument(..., help="Answers JSONL/Parquet from `spacemind answer`."),
+    answers: Path = typer.Argument(..., metavar="ANSWERS", help="Answers JSONL/Parquet from `spacemind answer`."),
     scenes: Optional[Path] = typer.Option(None, "--scenes", "-s", help="Scenes root the answers were made from (without it the page has no frames)."),
     output: Path = typer.Option(..., "--output", "-o", help="Report folder: new, empty, or an earlier report (rebuilt in place)."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Another answers file over the same questions, shown side by side."),

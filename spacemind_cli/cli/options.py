@@ -10,7 +10,7 @@ import typer
 
 from ..jobs.settings import RunOptions
 
-SCENES = typer.Argument(..., help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ (frames) or ROOT/<dataset>/<scene>.")
+SCENES = typer.Argument(..., metavar="SCENES", help="Scenes root: ROOT/<scene>.mp4, ROOT/<scene>/ (frames) or ROOT/<dataset>/<scene>.")
 CHECKPOINT = typer.Option(..., "--checkpoint", "-c", help="SpaceMind checkpoint folder (see `spacemind checkpoint`).")
 NUM_FRAMES = typer.Option(None, "--num-frames", "-n", min=1, help="Frames per scene (default: the checkpoint's, 32).")
 SAMPLING = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropped) | uniform | all.")
