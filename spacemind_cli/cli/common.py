@@ -27,9 +27,6 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to sys.stderr as it is when a record comes, not as it was when logging was set up:
     a host program or test runner that swaps stderr (and closes the old one) gets the records."""
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr

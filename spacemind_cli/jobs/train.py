@@ -214,13 +214,13 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
     for p in training.problems:
         errors.add(p.to_record("training data"))
     train_q = training.questions()
-    eval_q = []
+    eval_q, eval_total = [], 0
     if eval_questions:
         qset = read_questions(eval_questions)
         for p in qset.problems:
             errors.add(p.to_record("eval questions"))
         eval_q = [q for q in qset.questions if q.ground_truth is not None or q.row.get("answers") is not None]
-    eval_total = len(eval_q) + (len(qset.problems) if eval_questions else 0)
+        eval_total = len(eval_q) + len(qset.problems)
     scene_of: dict[tuple[str, int], str] = {}
     scenes = {}
     for tag, qs in (("train", train_q), ("eval", eval_q)):

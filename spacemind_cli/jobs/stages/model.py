@@ -123,11 +123,9 @@ class ModelStage:
         try:
             if loaded.info.status == "failed":
                 return ItemResult(item.item_id, "failed", error=loaded.info.error), None
-            if self._model is None and self.needs_model(loaded):
-                self._load_for(item.item_id)
+            if self._model is None and self.needs_model(loaded) and (failed := self._load_for(item.item_id)):
+                return failed, None
             return self.handle(loaded)
-        except _LoadFailed as failed:
-            return failed.result, None
         except SpacemindError as exc:
             return ItemResult(item.item_id, "failed", error=exc.message), None
         except Exception as exc:  # keep the worker alive for the other items
@@ -143,14 +141,15 @@ class ModelStage:
         result.actor = ActorInfo(**{**vars(self.actor), "peak_memory": self.peak_memory()})
         return result
 
-    def _load_for(self, item_id: str) -> None:
-        """A lazy load, on the item that needs it. No item gets past a model that cannot load:
-        its failure stops the job with its own error (its exit code too), as an eager load's would,
-        and the items already on their way fail with it without trying again."""
+    def _load_for(self, item_id: str) -> ItemResult | None:
+        """A lazy load, on the item that needs it: None once loaded, else the item's result. No
+        item gets past a model that cannot load: its failure stops the job with its own error (its
+        exit code too), as an eager load's would, and the items already on their way fail with it
+        without trying again."""
         if self._load_failure is None:
             try:
                 self._load()
-                return
+                return None
             except SpacemindError as exc:
                 self._load_failure = (exc.message, type(exc).__name__)
             except Exception as exc:
@@ -158,7 +157,7 @@ class ModelStage:
                 self._load_failure = (f"loading {self.settings.checkpoint} failed: {type(exc).__name__}: {exc}",
                                       "SpacemindError")
         message, error_class = self._load_failure
-        raise _LoadFailed(ItemResult(item_id, "failed", error=message, stop_job=error_class))
+        return ItemResult(item_id, "failed", error=message, stop_job=error_class)
 
     def handle(self, loaded: LoadedItem) -> tuple[ItemResult, Features | None]:
         """The stage's work on one item: its result and, when features were computed here, the
@@ -177,9 +176,3 @@ class ModelStage:
         if self.device.startswith("cuda"):
             return int(self._torch.cuda.max_memory_allocated())
         return None
-
-
-class _LoadFailed(Exception):
-    def __init__(self, result: ItemResult):
-        super().__init__(result.error)
-        self.result = result
