@@ -135,6 +135,6 @@ def train(
     if summary["failed"]:
         left_out = [f"{n} {what}" for n, what in ((summary["examples_left_out"], "training example(s)"),
                                                   (summary["eval_questions_left_out"], "eval question(s)")) if n]
-        what = f"left out {' and '.join(left_out)} (unreadable, or their scene failed)" if left_out else "some scenes failed"
+        what = f"left out {' and '.join(left_out)} (unreadable, too long, or their scene failed)" if left_out else "some scenes failed"
         err_console.print(f"[yellow]{what}; see {summary['errors_file']}[/]")
         raise typer.Exit(EXIT_PARTIAL)

@@ -26,6 +26,7 @@ from ..errors import CheckpointError, InputError
 from ..files import atomic_write_text, write_parquet
 from ..fingerprint import file_digest, text_digest
 from ..models.checkpoint import load_config
+from ..models.context import ContextBudget
 from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
@@ -38,6 +39,7 @@ from .plan import plan_answer, plan_extract
 from .records import ItemResult
 from .settings import JobSettings
 from .stages import EncodeStage, open_job_cache
+from .stages.load import job_cache
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ def run_train(
     if refusal:
         raise InputError(refusal)
     if not examples:
-        raise InputError(f"{questions}: no training example has readable scene features (see {errors.path})")
+        raise InputError(f"{questions}: no training example is left to train on (unreadable, its scene failed, or "
+                         f"too long; see {errors.path})")
     write_parquet(training_dir / "examples.parquet", lambda: iter(examples))
     if eval_rows:
         write_parquet(training_dir / "eval.parquet", lambda: iter(eval_rows))
@@ -248,12 +251,26 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
 
     if extract.items:
         executor.run(extract.items, EncodeStage, settings, on_result)
+    budget = ContextBudget.from_checkpoint(settings.checkpoint, settings.trusted_paths)
+    cache = job_cache(settings.cache)
+    frames: dict[str, int] = {}  # frames per feature key: the visual prefix's length
     examples = []
     for ex, q in zip(training.examples, train_q):
         key = keys.get(scene_of.get(("train", q.index), ""))
-        if key is not None:
-            examples.append({"id": ex.id, "feature_key": key, "prompt": ex.prompt, "target": ex.target,
-                             "scene": scene_of[("train", q.index)]})
+        if key is None:
+            continue
+        if key not in frames:
+            info = cache.info(key)
+            frames[key] = info.num_frames if info is not None and info.num_frames else settings.frame_sampling.num_frames
+        # Counted in tokens before any tensor is built: one over-long example would ask the step
+        # for activations of its whole length (a 100,000-character answer: tens of GB).
+        problem = budget.example_problem(f"{ex.source} {_position(ex)} (example {ex.id})", ex.prompt, ex.target,
+                                         frames[key])
+        if problem:
+            errors.add({"stage": "example", "file": ex.source, "line": ex.line, "id": ex.id, "error": problem})
+            continue
+        examples.append({"id": ex.id, "feature_key": key, "prompt": ex.prompt, "target": ex.target,
+                         "scene": scene_of[("train", q.index)]})
     eval_rows = []
     for q in eval_q:
         key = keys.get(scene_of.get(("eval", q.index), ""))
@@ -264,3 +281,8 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
     counts["examples_left_out"] = len(training.problems) + len(training.examples) - len(examples)
     counts["eval_left_out"] = eval_total - len(eval_rows)
     return examples, eval_rows, counts
+
+
+def _position(ex) -> str:
+    """Where an example is in its file: "line N" of JSONL, "record N" of a JSON list or Parquet."""
+    return f"line {ex.line}"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .context import context_limit, over_context
+
 log = logging.getLogger(__name__)
 
 
@@ -37,25 +39,13 @@ class Failure:
     error: str  # one line, naming the question
 
 
-def context_limit(model) -> int | None:
-    cfg = model.internvl.config
-    limit = getattr(getattr(cfg, "text_config", cfg), "max_position_embeddings", None)
-    return int(limit) if isinstance(limit, int) and limit > 0 else None
-
-
 def too_long(model, prompt: str, prefix_len: int, max_new_tokens: int, name: str) -> str | None:
     """Why `prompt` cannot fit the language model's context after a `prefix_len` prefix, or None."""
-    limit = context_limit(model)
+    limit = context_limit(model.internvl.config)
     if limit is None:
         return None
-    n = len(model.suffix_ids(prompt))
-    need = prefix_len + n + max_new_tokens
-    if need <= limit:
-        return None
-    return (
-        f"question {name}: its prompt is {n} tokens; with the {prefix_len}-token visual prefix and "
-        f"{max_new_tokens} new tokens that is {need}, over the model's context of {limit} tokens"
-    )
+    return over_context(f"question {name}: its prompt", prefix_len, len(model.suffix_ids(prompt)), "new tokens",
+                        max_new_tokens, limit)
 
 
 def answer_questions(

@@ -34,6 +34,19 @@ from .preprocess import PreparedClip, vggt_tensor, vit_tensor
 log = logging.getLogger(__name__)
 
 VGGT_WEIGHTS = ("fp32", "half")  # see SpaceMind.from_pretrained
+
+
+def prefix_text(prompt, tokens_per_frame: int, num_frames: int) -> str:
+    """The visual prefix of a scene's user turn (`prompt`: the checkpoint's PromptConfig)."""
+    block = f"{internvl.IMG_START}{internvl.IMG_CONTEXT * tokens_per_frame}{internvl.IMG_END}"
+    frames = "\n".join((f"Frame{i + 1}: " if prompt.frame_prefix else "") + block for i in range(num_frames))
+    system = f"<|im_start|>system\n{prompt.system_message}<|im_end|>\n" if prompt.system_message else ""
+    return f"{system}<|im_start|>user\n{frames}\n"
+
+
+def suffix_text(prompt: str) -> str:
+    """A question's part of the turn, after the prefix, up to where the answer starts."""
+    return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
 @dataclass
 class EncoderOutputs:
     """The frozen encoders' outputs for one ordered clip (what the feature cache stores)."""
@@ -241,15 +254,11 @@ class SpaceMind(nn.Module):
 
     # ---------------------------------------------------------------- prompts
     def prefix_text(self, num_frames: int) -> str:
-        p = self.config.prompt
-        block = f"{internvl.IMG_START}{internvl.IMG_CONTEXT * self.tokens_per_frame}{internvl.IMG_END}"
-        frames = "\n".join((f"Frame{i + 1}: " if p.frame_prefix else "") + block for i in range(num_frames))
-        system = f"<|im_start|>system\n{p.system_message}<|im_end|>\n" if p.system_message else ""
-        return f"{system}<|im_start|>user\n{frames}\n"
+        return prefix_text(self.config.prompt, self.tokens_per_frame, num_frames)
 
     @staticmethod
     def suffix_text(prompt: str) -> str:
-        return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+        return suffix_text(prompt)
 
     def prefix_ids(self, num_frames: int) -> list[int]:
         if num_frames not in self._prefix_ids:
