@@ -15,7 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from spacemind_cli.errors import CheckpointError
 from spacemind_cli.models import internvl
-from spacemind_cli.models.checkpoint_tools import assemble, copy_folder, inspect
+from spacemind_cli.models.assemble import assemble
+from spacemind_cli.models.checkpoint import copy_folder
+from spacemind_cli.models.inspect import inspect
 from spacemind_cli.models.lora import merge_lora
 from spacemind_cli.models.preprocess import prepare
 from spacemind_cli.models.checkpoint import checkpoint_id, encoder_fingerprint

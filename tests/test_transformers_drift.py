@@ -28,7 +28,8 @@ from torch import nn
 from spacemind_cli.models import generation, internvl
 from spacemind_cli.models.internvl import VISION_PREFIXES
 from spacemind_cli.models.spacemind import SpaceMind
-from spacemind_cli.models.checkpoint_tools import LLM_PREFIXES, PROJECTOR_PREFIXES, safetensors_header
+from spacemind_cli.models.components import safetensors_header
+from spacemind_cli.models.inspect import LLM_PREFIXES, PROJECTOR_PREFIXES
 
 TF = Version(transformers.__version__)
 

@@ -51,7 +51,7 @@ def assemble(
     num_frames: int = typer.Option(32, "--num-frames", help="Default frames per scene."),
 ):
     """Build a checkpoint from an InternVL3 folder and a VGGT-1B folder (weights hard-linked when possible)."""
-    from ..models.checkpoint_tools import assemble as do_assemble
+    from ..models.assemble import assemble as do_assemble
 
     path = do_assemble(
         out_dir, base=base, vggt=vggt, fusion_weights=fusion_weights, lora=lora, fusion=fusion, num_frames=num_frames
@@ -63,7 +63,7 @@ def assemble(
 @handle_errors
 def inspect(ckpt_dir: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint folder.")):
     """Show components, parameter counts, dtypes, settings, fingerprints and missing weights (no weights loaded)."""
-    from ..models.checkpoint_tools import inspect as do_inspect
+    from ..models.inspect import inspect as do_inspect
 
     report = do_inspect(ckpt_dir)
     table = Table(title=f"checkpoint {ckpt_dir}")

@@ -7,12 +7,14 @@ path may be read, and the fingerprints that say when two checkpoints compute the
     vggt/                  VGGT config.json + model.safetensors (or model.pt), or a reference
     lora/                  optional PEFT LoRA adapter for the LLM, merged at load time
 
-Nothing here loads a model: configs, file lists, safetensors headers and file digests only.
+Nothing here loads a model: configs, file lists, safetensors headers and file digests only;
+`copy_folder` places a model folder's files into a new checkpoint (`assemble`, train's export).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,8 +32,11 @@ from .config_dict import config_from_dict
 from .preprocess import PreprocessConfig
 from .vggt import CHECKPOINT_PREFIXES as VGGT_PREFIXES
 
+log = logging.getLogger(__name__)
+
 CONFIG_TYPE = "spacemind"
 FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack")
 INTERNVL_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
@@ -235,3 +240,41 @@ def copy_or_link(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def place_file(src: Path, dst: Path, link: bool) -> None:
+    """`src` at `dst`, hard-linked (when `link` and possible) or copied. A file already at `dst`
+    is kept if it is the very file a link would give, else replaced: never written through, since
+    it may be a hard link to a source (an older export's linked config.json)."""
+    if dst.exists() and link and os.path.samefile(src, dst):
+        return
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    if link:
+        copy_or_link(src, dst)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+
+
+def copy_folder(src: Path, dst: Path, link: bool, what: str, *, skip_pickled: bool = True) -> list[str]:
+    """Copy a model folder's files into `dst` (which may hold an earlier copy: see `place_file`).
+
+    Weight files are hard-linked when `link` (copied across devices); small files (config,
+    tokenizer) are always copied, so editing them never edits the source. Pickled weights are
+    skipped, unless `skip_pickled=False` (a VGGT folder's model.pt, which VGGT loads with
+    weights_only=True), then they are weights like the others. Hidden files and folders are left
+    out. Returns the names placed."""
+    placed, skipped = [], []
+    for entry in sorted(src.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        pickled = entry.suffix in PICKLE_SUFFIXES
+        if pickled and skip_pickled:
+            skipped.append(entry.name)
+            continue
+        place_file(entry, dst / entry.name, link and (entry.suffix == ".safetensors" or pickled))
+        placed.append(entry.name)
+    if skipped:
+        log.info("%s: skipped %d pickled file(s) (%s); only safetensors are used", what, len(skipped), ", ".join(skipped[:3]))
+    return placed
