@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sqlite3
-import struct
 import threading
 from pathlib import Path
 
@@ -92,13 +91,6 @@ def files_digest(paths: list[Path], names: list[str] | None = None) -> str:
     return h.hexdigest()
 
 
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    return header, 8 + n
-
-
 def safetensors_digest(files: list[Path], prefixes: tuple[str, ...]) -> str:
     """Digest of the tensors whose names start with one of `prefixes` across safetensors files:
     names, dtypes, shapes and bytes, in name order. Other tensors (an LLM beside the vision
@@ -121,7 +113,9 @@ def safetensors_digest(files: list[Path], prefixes: tuple[str, ...]) -> str:
 
 
 def _hash_safetensors_file(path: Path, prefixes: tuple[str, ...]) -> tuple[str, int]:
-    header, base = _safetensors_header(path)
+    from .weights import read_header
+
+    header, base = read_header(path)  # checked against the file's size: a truncated file is named
     names = sorted(k for k in header if k != "__metadata__" and k.startswith(prefixes))
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:

@@ -108,7 +108,12 @@ def missing_shards(folder: Path) -> dict[str, list[str]]:
 
 
 def _check_shards(folder: Path) -> None:
-    """Every shard the index lists must exist: name the missing ones and the weights they hold."""
+    """Every shard the index lists must exist (name the missing ones and the weights they hold),
+    and every weight file must be whole (its header and size: a truncated shard is named before
+    transformers reads it)."""
+    from ..weights import check_files
+
+    check_files(sorted(folder.glob("*.safetensors")))
     missing = missing_shards(folder)
     if missing:
         keys = sorted(k for ks in missing.values() for k in ks)
@@ -157,8 +162,9 @@ VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")  # transformers 5.x a
 def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
     """InternVL with only its vision tower loaded (the projector and LLM stay on the meta device,
     unallocated): what feature extraction needs, without reading an 8B LLM's 15 GB of weights."""
-    from safetensors import safe_open
     from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    from ..weights import open_weights
 
     if not Path(path).exists():
         raise CheckpointError(f"encoder-only loading needs a local InternVL folder, got {path}")
@@ -171,7 +177,7 @@ def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_impleme
     tower = model.model.vision_tower
     state = {}
     for f in sorted(Path(path).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt", device="cpu") as handle:
+        with open_weights(f) as handle:
             for key in handle.keys():
                 prefix = next((p for p in VISION_PREFIXES if key.startswith(p)), None)
                 if prefix:

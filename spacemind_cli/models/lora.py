@@ -97,14 +97,10 @@ def adapter_weights_file(adapter_dir: str | Path) -> Path:
 
 def adapter_tensor_shapes(adapter_dir: str | Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of the adapter (safetensors header only)."""
-    from safetensors import safe_open
+    from ..weights import read_header
 
-    path = adapter_weights_file(adapter_dir)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"LoRA adapter {path}: unreadable safetensors ({type(exc).__name__}: {exc})") from None
+    header, _ = read_header(adapter_weights_file(adapter_dir))
+    return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
 
 
 def _pattern_value(patterns: dict | None, module_path: str, default):
@@ -240,11 +236,11 @@ def merge_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
     `merge_and_unload` adds scale * (B @ A) to each weight (the delta in the adapter's fp32,
     added in the weight's dtype). modules_to_save tensors replace the model's.
     """
-    from safetensors import safe_open
+    from ..weights import open_weights
 
     plan = plan_lora(model, adapter_dir)
     params = dict(model.named_parameters())
-    with safe_open(str(adapter_weights_file(adapter_dir)), framework="pt", device="cpu") as f:
+    with open_weights(adapter_weights_file(adapter_dir)) as f:
         if plan.pairs:
             _merge_with_peft(model, plan, f)
         for name, key in plan.full.items():

@@ -144,9 +144,9 @@ class SpaceMind(nn.Module):
             weights = root / config.fusion_weights
             if not weights.exists():
                 raise CheckpointError(f"{weights} missing (fusion = cgmf needs CGMF weights)")
-            from safetensors.torch import load_file
+            from ..weights import load_weights
 
-            state = load_file(str(weights))
+            state = load_weights(weights)
             try:
                 fusion.load_state_dict(state, strict=True)
             except RuntimeError as exc:

@@ -539,15 +539,10 @@ class VGGT(nn.Module):
             raise CheckpointError(f"{path}: VGGT checkpoint not found")
 
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
+            from ..weights import open_weights
 
-            try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-                keys = list(handle.keys())
-            except Exception as e:  # safetensors raises its own error types for corrupt files
-                raise CheckpointError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from e
-            with handle:
-                return cls._from_tensors(keys, handle.get_tensor, config, device, dtype, str(path))
+            with open_weights(path) as handle:
+                return cls._from_tensors(list(handle.keys()), handle.get_tensor, config, device, dtype, str(path))
         try:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -103,9 +103,9 @@ def latest_state(root: Path) -> SavedState | None:
 
 
 def load_state(saved: SavedState, device) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors.torch import load_file
+    from ..weights import load_weights
 
-    trainable = load_file(str(saved.path / "trainable.safetensors"))
+    trainable = load_weights(saved.path / "trainable.safetensors")
     optimizer_state = torch.load(saved.path / "optimizer.pt", map_location=device, weights_only=True)
     return trainable, optimizer_state
 
