@@ -420,6 +420,46 @@ def test_cli_assemble_and_inspect(ckpt, tmp_path):
     assert res.exit_code == 3  # CheckpointError: the folder is not empty
 
 
+def test_a_truncated_shard_is_refused_by_assemble_and_fails_inspect(ckpt, tmp_path):
+    """#22.3: assemble accepted a base with a truncated shard (exit 0); inspect printed what was
+    missing or unavailable and exited 0. Both exit 3 now, naming the file."""
+    from typer.testing import CliRunner
+
+    from spacemind_cli.cli.main import app
+
+    runner = CliRunner()
+    folder = tmp_path / "ckpt"
+    shutil.copytree(ckpt, folder)
+    shard = folder / "internvl" / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-4096])  # a download cut short
+    res = runner.invoke(app, ["checkpoint", "assemble", str(tmp_path / "out"), "--base", str(folder / "internvl"),
+                              "--vggt", str(folder / "vggt")])
+    assert res.exit_code == 3, res.output
+    assert str(shard) in "".join(res.output.split()) and "truncated" in res.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointError, match="truncated"):
+        assemble(tmp_path / "out", base=folder / "internvl", vggt=folder / "vggt")
+
+    report = inspect(folder)
+    assert not report["complete"] and any(str(shard) in m and "truncated" in m for m in report["missing"])
+    res = runner.invoke(app, ["checkpoint", "inspect", str(folder)])
+    assert res.exit_code == 3, res.output
+    assert "missing:" in res.output and "incomplete or broken" in res.output
+
+    no_fusion = tmp_path / "no_fusion"  # a missing file, not a broken one: exit 3 as well
+    shutil.copytree(ckpt, no_fusion)
+    (no_fusion / "fusion.safetensors").unlink()
+    assert runner.invoke(app, ["checkpoint", "inspect", str(no_fusion)]).exit_code == 3
+    cut = tmp_path / "cut_vggt"
+    shutil.copytree(ckpt, cut)
+    vggt = cut / "vggt" / "model.safetensors"
+    vggt.write_bytes(vggt.read_bytes()[:100])
+    report = inspect(cut)  # reported, not raised
+    assert not report["complete"] and any(str(vggt) in m for m in report["missing"])
+    assert inspect(ckpt)["complete"]
+    assert runner.invoke(app, ["checkpoint", "inspect", str(ckpt)]).exit_code == 0
+
+
 def test_lora_is_merged_by_peft_and_leaves_plain_layers(ckpt, sm, tmp_path, monkeypatch):
     from peft.tuners.lora import LoraModel
 

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import InputError
-from .common import console, handle_errors
+from ..errors import EXIT_CHECKPOINT, InputError
+from .common import console, fail, handle_errors
 
 app = typer.Typer(
     help=(
@@ -82,3 +82,5 @@ def inspect(ckpt_dir: Path = typer.Argument(..., metavar="CKPT", help="Checkpoin
     console.print(settings)
     for missing in report.get("missing", []):
         console.print(f"[yellow]missing:[/] {missing}")
+    if not report["complete"]:  # scripts use inspect as a check
+        fail(f"checkpoint {ckpt_dir} is incomplete or broken (see above)", EXIT_CHECKPOINT)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..weights import check_files
 from .cgmf import CGMF, CGMFConfig
 from .checkpoint import SpaceMindConfig, copy_folder, place_file, versions
 from .components import (
@@ -131,6 +132,7 @@ def assemble(
     absent = sorted(missing_shards(base))
     if absent:
         raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {SHARD_INDEX} is missing")
+    check_files(weight_files)  # every shard whole: header and data offsets against its size
     d_v = int(icfg.text_config.hidden_size)
 
     # VGGT: config and safetensors header only.

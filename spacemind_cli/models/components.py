@@ -4,8 +4,6 @@ Shared by `assemble` (which refuses what does not fit) and `inspect` (which repo
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import torch
@@ -16,24 +14,11 @@ from .checkpoint import read_json
 
 
 def safetensors_header(path: Path) -> dict[str, dict]:
-    """Tensor entries ({dtype, shape, data_offsets}) of a safetensors file; reads the header only."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise ValueError("file shorter than its header length")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100 << 20:
-                raise ValueError(f"header length {n} is implausible")
-            header = json.loads(fh.read(n))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a readable safetensors file (header is not an object)")
-    header.pop("__metadata__", None)
-    return header
+    """Tensor entries ({dtype, shape, data_offsets}) of a safetensors file, checked against the
+    file's size (a truncated shard is a CheckpointError naming it); reads the header only."""
+    from ..weights import read_header
+
+    return read_header(path)[0]
 
 
 def internvl_config(base: Path):

@@ -106,7 +106,10 @@ def _internvl(found: _Findings, config: SpaceMindConfig) -> dict:
     files = sorted(base_path.glob("*.safetensors"))
     headers: dict[str, dict] = {}
     for f in files:
-        headers.update(safetensors_header(f))
+        try:
+            headers.update(safetensors_header(f))
+        except CheckpointError as exc:  # a truncated shard: named, and the rest still inspected
+            found.missing.append(str(exc))
     for shard in sorted(missing_shards(base_path)):
         found.missing.append(f"InternVL shard {shard} (listed in {SHARD_INDEX})")
     expected: dict[str, int | None] = {"vision": None, "projector": None, "llm": None}
@@ -159,7 +162,12 @@ def _vggt(found: _Findings, config: SpaceMindConfig):
         with torch.device("meta"):
             vmodel = VGGT(vcfg)
         vexp = {k: sum(p.numel() for p in getattr(vmodel, k).parameters()) for k in vexp}
-    vheaders = _vggt_tensor_shapes(weights) if weights is not None else None
+    vheaders = None
+    if weights is not None:
+        try:
+            vheaders = _vggt_tensor_shapes(weights)
+        except CheckpointError as exc:  # a truncated file: named
+            found.missing.append(str(exc))
     for key, name, prefix in (("aggregator", "VGGT aggregator", "aggregator."), ("camera_head", "VGGT camera head", "camera_head.")):
         group = _group(vheaders, (prefix,)) if vheaders is not None else None
         found.components.append(_component(name, f"vggt.{key}", weights or vggt_path, group, vexp[key]))
@@ -177,12 +185,14 @@ def _fusion(found: _Findings, config: SpaceMindConfig) -> None:
     cexp = sum(_numel(s) for s in cgmf_shapes(config.cgmf).values())
     fpath = found.root / config.fusion_weights
     if fpath.is_file():
-        fheader = safetensors_header(fpath)
-        found.components.append(_component("CGMF fusion", "cgmf", fpath, _group(fheader, ("",)), cexp))
         try:
+            fheader = safetensors_header(fpath)
             check_fusion_weights(fpath, config.cgmf)
         except CheckpointError as exc:
             found.missing.append(str(exc))
+            fheader = None
+        found.components.append(_component("CGMF fusion", "cgmf", fpath, _group(fheader, ("",)) if fheader else None,
+                                           cexp))
     else:
         found.components.append(_component("CGMF fusion", "cgmf", fpath, None, cexp))
         found.missing.append(f"{config.fusion_weights}: CGMF weights (fusion = cgmf needs them)")
@@ -292,14 +302,18 @@ def inspect(ckpt_dir: str | os.PathLike, *, trusted_paths=()) -> dict:
         "base": config.base,
         "vggt_ref": config.vggt,
     }
+    fingerprints = _fingerprints(root, trusted_paths)
+    broken = [f"{name}: {value}" for name, value in fingerprints.items() if value.startswith("unavailable")]
     return {
         "path": str(root),
+        # False when a weight is missing or broken: `checkpoint inspect` exits 3 then.
+        "complete": not found.missing and not broken,
         "config": _summary(config, internvl_summary, vcfg, unused_heads, lora_summary),
         "details": details,
         "components": found.components,
         "parameters": sum(c["parameters"] for c in found.components),
         "missing": found.missing,
-        "fingerprints": _fingerprints(root, trusted_paths),
+        "fingerprints": fingerprints,
     }
 
 
