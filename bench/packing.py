@@ -1,7 +1,19 @@
-"""Training with shared-prefix packing vs separate samples: tokens and time per epoch.
+"""Training with shared-prefix packing vs separate samples: tokens and time per epoch, and how
+many scenes a step sees with each pack size.
 
     python -m bench.packing             # 4 scenes x 18 questions, 32 frames, tiny model, CPU
     python -m bench.packing --quick     # smoke run (the test's)
+
+Three ways to train the same questions, timed: `separate` (no packing), `whole` (today's packing
+before issue 19: a scene's 18 questions in one pack) and `small` (packs of <= 4 questions of a
+scene, `--questions-per-pack`'s default: 18 -> 4 4 4 3 3).
+
+The step plan, without a model: the library's `StepPlan` on 100 scenes x 18 questions, global
+batch 64, for packs of <= 1 (no packing), 2, 3, 4, 6, 8 and 32 (today's: a whole scene) questions:
+distinct scenes per 64-question step, prefix passes and tokens per epoch (the tiny model's prefix
+and mean segment, and the full-size prefix of 32 frames x 256 image tokens), and at 64 workers the
+prefix passes today's worker split made (packs halved until every worker had one: one question
+per GPU) against packs kept whole.
 
 The tiny random-weight SpaceMind (models/tiny.py: 2-layer Qwen2, 64 image tokens per frame) with
 what issue 13 trains: a CGMF feeding the prefix's image tokens plus PEFT LoRA (r 8) on every
@@ -9,10 +21,10 @@ linear layer of the LLM, everything else frozen. Scenes are random encoder outpu
 values do not change the cost); questions and answers are the bundled VSI-Bench-format examples
 (`bench/workload.scene_rows`, the library's prompt builder), 18 per scene as VSI-Bench has.
 
-One epoch = per scene: `SpaceMind.scene_loss_sum(enc, pairs, packed=...)`, loss = sum / targets,
-backward (no optimizer step: it costs the same either way). `packed` runs
-[prefix][q1 a1][q2 a2]... once per scene; `separate` runs [prefix][q a] per question (the CGMF
-output is shared by a scene's samples, which slightly favours the baseline). Tokens = tokens
+One epoch = per scene: `SpaceMind.scene_loss_sum(enc, pairs, packed=...)` per pack, loss = sum /
+the scene's targets, backward (no optimizer step: it costs the same either way). `whole` runs
+[prefix][q1 a1][q2 a2]... once per scene; `small` once per pack; `separate` runs [prefix][q a] per
+question (the CGMF output is shared by a scene's samples, which slightly favours the baseline). Tokens = tokens
 through the LLM. Time: fastest of --repeats epochs, same process. The losses and gradients of
 both are compared as a check (they must agree to float summation order).
 
@@ -40,9 +52,15 @@ class Sizes:
     frames: int = 32
     lora_r: int = 8
     repeats: int = 2
+    questions_per_pack: int = 4
+    plan_scenes: int = 100
+    batch: int = 64
 
 
-QUICK = Sizes(scenes=2, questions=4, frames=4, repeats=1)
+QUICK = Sizes(scenes=2, questions=4, frames=4, repeats=1, questions_per_pack=2, plan_scenes=20, batch=16)
+PLAN_CAPS = (1, 2, 3, 4, 6, 8, 32)
+MODES = ("separate", "whole", "small")
+FULL_PREFIX = 64 + 32 * (256 + 8)  # InternVL3 at 32 frames: training/memory.pack_tokens with no question
 
 
 def build(sizes: Sizes, seed: int = 0):
@@ -95,10 +113,22 @@ def scene_counts(sm, scenes) -> list[dict]:
     return out
 
 
-def epoch(sm, scenes, counts: list[dict], packed: bool) -> dict:
-    """One pass: per scene loss (token CE sum / targets) and backward. Returns seconds, tokens,
-    the losses and the summed gradients (for the check). `counts`: `scene_counts(sm, scenes)`,
-    so nothing but the training step is tokenized inside the timed loop."""
+def packs_of(n: int, mode: str, cap: int) -> list[range]:
+    """A scene's question indices cut as `mode` trains them."""
+    from spacemind_cli.training.schedule import split_sizes
+
+    sizes = [1] * n if mode == "separate" else [n] if mode == "whole" else split_sizes(n, cap)
+    out, start = [], 0
+    for size in sizes:
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
+def epoch(sm, scenes, counts: list[dict], mode: str, cap: int = 4) -> dict:
+    """One pass: per scene the loss (token CE sum over its packs / its targets) and backward.
+    Returns seconds, tokens, the losses and the summed gradients (for the check). `counts`:
+    `scene_counts(sm, scenes)`, so nothing but the training step is tokenized inside the timed loop."""
     params = _trained(sm)
     for p in params:
         p.grad = None
@@ -106,15 +136,61 @@ def epoch(sm, scenes, counts: list[dict], packed: bool) -> dict:
     losses = []
     t0 = time.perf_counter()
     for (enc, pairs), c in zip(scenes, counts, strict=True):
-        total, count = sm.scene_loss_sum(enc, pairs, packed=packed)
+        total, count = 0, 0
+        for pack in packs_of(len(pairs), mode, cap):
+            t, k = sm.scene_loss_sum(enc, [pairs[i] for i in pack], packed=mode != "separate")
+            total, count = total + t, count + k
+            tokens += (len(pack) if mode == "separate" else 1) * c["prefix"] + sum(c["segments"][i] for i in pack)
         loss = total / count
         loss.backward()
         losses.append(float(loss))
-        suffix = sum(c["segments"])
-        tokens += c["prefix"] + suffix if packed else len(pairs) * c["prefix"] + suffix
         assert count == c["targets"]
     seconds = time.perf_counter() - t0
     return {"s": seconds, "tokens": tokens, "losses": losses, "grads": [p.grad.clone() for p in params]}
+
+
+def today_split(packs: list, world: int) -> list:
+    """How packs were spread over workers before issue 19: while the workers outnumbered the
+    packs, the biggest pack was halved (down to one question per worker at 64 workers)."""
+    from spacemind_cli.training.schedule import Pack
+
+    packs = list(packs)
+    while len(packs) < world:
+        biggest = max(range(len(packs)), key=lambda i: (len(packs[i].examples), -i))
+        big = packs[biggest]
+        if len(big.examples) < 2:
+            break
+        half = (len(big.examples) + 1) // 2
+        packs[biggest : biggest + 1] = [Pack(big.scene, big.examples[:half]), Pack(big.scene, big.examples[half:])]
+    return packs
+
+
+def plan_table(sizes: Sizes, prefix: int, segment: float) -> dict:
+    """Per pack size: distinct scenes per full step, prefix passes and tokens per epoch."""
+    from spacemind_cli.training.schedule import StepPlan
+
+    q = sizes.questions
+    by_scene = {f"s{i:05d}": range(i * q, (i + 1) * q) for i in range(sizes.plan_scenes)}
+    questions = sizes.plan_scenes * q
+    out = {}
+    for cap in PLAN_CAPS:
+        plan = StepPlan(by_scene, seed=0, questions_per_pack=cap, batch_size=sizes.batch, epochs=1)
+        steps = [plan.step(i) for i in range(plan.total_steps)]
+        full = [s for s in steps if sum(len(p.examples) for p in s) == sizes.batch]
+        distinct = [len({p.scene for p in s}) for s in full]
+        passes = sum(len(s) for s in steps)
+        passes_64 = sum(len(today_split(s, 64)) for s in steps)
+        out[str(cap)] = {
+            "scenes_per_step_min": min(distinct), "scenes_per_step_mean": round(sum(distinct) / len(distinct), 1),
+            "prefix_passes": passes, "prefix_passes_64_workers_today_split": passes_64,
+            "tokens_tiny": round(passes * prefix + questions * segment),
+            "tokens_full_size": round(passes * FULL_PREFIX + questions * segment),
+        }  # fmt: skip
+    unpacked = out["1"]
+    for row in out.values():
+        row["unpacked_vs_this_tokens_tiny"] = round(unpacked["tokens_tiny"] / row["tokens_tiny"], 2)
+        row["unpacked_vs_this_tokens_full_size"] = round(unpacked["tokens_full_size"] / row["tokens_full_size"], 2)
+    return {"scenes": sizes.plan_scenes, "questions_per_scene": q, "batch": sizes.batch, "caps": out}
 
 
 def measure(sizes: Sizes | None = None, log=lambda msg: None) -> dict:
@@ -123,51 +199,94 @@ def measure(sizes: Sizes | None = None, log=lambda msg: None) -> dict:
     counts = scene_counts(sm, scenes)
     prefix_len = len(sm.prefix_ids(sizes.frames))
     seg_lens = [n for c in counts for n in c["segments"]]
-    epoch(sm, scenes[:1], counts[:1], True)  # warm-up (registration, allocator)
-    runs: dict[str, list[dict]] = {"packed": [], "separate": []}
+    epoch(sm, scenes[:1], counts[:1], "whole")  # warm-up (registration, allocator)
+    runs: dict[str, list[dict]] = {m: [] for m in MODES}
     for _ in range(sizes.repeats):
         for name in runs:
-            runs[name].append(epoch(sm, scenes, counts, packed=name == "packed"))
+            runs[name].append(epoch(sm, scenes, counts, name, sizes.questions_per_pack))
             log(f"{name}: {runs[name][-1]['s']:.2f} s, {runs[name][-1]['tokens']} tokens")
     best = {name: min(r, key=lambda x: x["s"]) for name, r in runs.items()}
-    p, s = best["packed"], best["separate"]
-    grad_diff = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)) for a, b in zip(p["grads"], s["grads"]))
-    loss_diff = max(abs(a - b) / abs(b) for a, b in zip(p["losses"], s["losses"]))
+    s = best["separate"]
+    check = {}
+    for name in ("whole", "small"):
+        p = best[name]
+        check[name] = {
+            "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(p["losses"], s["losses"])),
+            "max_grad_rel_diff": max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+                                     for a, b in zip(p["grads"], s["grads"])),
+        }  # fmt: skip
     res = {
         "sizes": asdict(sizes),
         "model": "tiny SpaceMind (models/tiny.py seed 0): Qwen2 2 layers, hidden 64; CGMF + LoRA trained",
         "trained_parameters": sum(x.numel() for x in _trained(sm)),
         "prefix_tokens": prefix_len,
         "segment_tokens": {"min": min(seg_lens), "max": max(seg_lens), "mean": round(sum(seg_lens) / len(seg_lens), 1)},
-        "packed": {"s": round(p["s"], 4), "all_s": [round(r["s"], 4) for r in runs["packed"]], "tokens": p["tokens"]},
-        "separate": {"s": round(s["s"], 4), "all_s": [round(r["s"], 4) for r in runs["separate"]], "tokens": s["tokens"]},
-        "check": {"max_loss_rel_diff": loss_diff, "max_grad_rel_diff": grad_diff},
-    }
+        **{name: {"s": round(best[name]["s"], 4), "all_s": [round(r["s"], 4) for r in runs[name]],
+                  "tokens": best[name]["tokens"]} for name in MODES},
+        "check": check,
+    }  # fmt: skip
+    # kept under their old names: packed = today's whole-scene packs
+    res["packed"] = res["whole"]
     res["ratios_separate_vs_packed"] = {
-        "tokens": round(s["tokens"] / p["tokens"], 3),
-        "time": round(s["s"] / p["s"], 3),
+        "tokens": round(s["tokens"] / best["whole"]["tokens"], 3),
+        "time": round(s["s"] / best["whole"]["s"], 3),
     }
+    res["ratios_separate_vs_small"] = {
+        "tokens": round(s["tokens"] / best["small"]["tokens"], 3),
+        "time": round(s["s"] / best["small"]["s"], 3),
+    }
+    res["plan"] = plan_table(sizes, prefix_len, sum(seg_lens) / len(seg_lens))
     return res
 
 
 def markdown(res: dict) -> str:
-    z, p, s, q = res["sizes"], res["packed"], res["separate"], res["ratios_separate_vs_packed"]
-    seg = res["segment_tokens"]
+    z, seg, plan = res["sizes"], res["segment_tokens"], res["plan"]
+    sep, whole, small = res["separate"], res["whole"], res["small"]
+    cap = z["questions_per_pack"]
+    rows = []
+    for name, key in (("separate samples (no packing)", "separate"), ("today: whole-scene packs", "whole"),
+                      (f"packs of <= {cap} (new default)", "small")):
+        r = res[key]
+        rows.append(f"| {name} | {r['tokens']} | {r['s']:.3f} | {sep['tokens'] / r['tokens']:.2f} | {sep['s'] / r['s']:.2f} |")
+    prow = []
+    for c, r in plan["caps"].items():
+        label = "1 (no packing)" if c == "1" else f"{c} (today)" if c == "32" else f"{c} (default)" if int(c) == cap else c
+        prow.append(f"| {label} | {r['scenes_per_step_min']} / {r['scenes_per_step_mean']} | {r['prefix_passes']} | "
+                    f"{r['tokens_tiny']} | {r['unpacked_vs_this_tokens_tiny']} | {r['tokens_full_size']} | "
+                    f"{r['unpacked_vs_this_tokens_full_size']} | {r['prefix_passes_64_workers_today_split']} |")
     return "\n".join([
-        "# Training: shared-prefix packing vs separate samples",
+        "# Training: shared-prefix packing, pack size and scenes per step",
+        "",
+        "## Time and tokens per epoch (tiny model, CPU)",
         "",
         f"{res['model']}; {z['scenes']} scenes x {z['questions']} questions, {z['frames']} frames: prefix "
         f"{res['prefix_tokens']} tokens, question + answer segments {seg['min']}-{seg['max']} tokens (mean {seg['mean']}). "
-        f"One epoch = forward + backward of every scene; fastest of {z['repeats']}.",
+        f"One epoch = forward + backward of every scene's packs; fastest of {z['repeats']}, same process.",
         "",
-        "| | tokens per epoch | s per epoch |",
-        "|---|---:|---:|",
-        f"| separate samples | {s['tokens']} | {s['s']:.3f} |",
-        f"| packed | {p['tokens']} | {p['s']:.3f} |",
-        f"| separate / packed | {q['tokens']} | {q['time']} |",
+        "| | tokens per epoch | s per epoch | tokens: separate / this | time: separate / this |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
         "",
-        f"Check: loss rel. diff {res['check']['max_loss_rel_diff']:.1e}, gradient max diff / max |grad| "
-        f"{res['check']['max_grad_rel_diff']:.1e} (fp32 summation order).",
+        "Check against separate samples: " + "; ".join(
+            f"{k}: loss rel. diff {v['max_loss_rel_diff']:.1e}, gradient max diff / max |grad| {v['max_grad_rel_diff']:.1e}"
+            for k, v in res["check"].items()) + " (fp32 summation order).",
+        "",
+        "## Scenes per step and tokens by pack size (the step plan, no model)",
+        "",
+        f"`StepPlan` over {plan['scenes']} scenes x {plan['questions_per_scene']} questions, steps of {plan['batch']} "
+        f"questions, one epoch. Tokens = prefix passes x prefix + questions x mean segment ({seg['mean']}), with the "
+        f"tiny prefix ({res['prefix_tokens']}) and the full-size one ({FULL_PREFIX}: 32 frames x 256 image tokens). "
+        "Prefix passes at 64 workers: today's worker split halved packs until each worker had one (one question "
+        "per GPU at a batch of 64); packs are now kept whole (the prefix passes of one worker are those of the "
+        "first column).",
+        "",
+        "| questions per pack | scenes per step (min / mean) | prefix passes | tokens (tiny) | unpacked / this | "
+        "tokens (full size) | unpacked / this | prefix passes, 64 workers, today's split |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *prow,
+        "",
+        f"The default, {cap}: the largest pack size that gives >= 16 distinct scenes per 64-question step, and the "
+        "smallest that keeps >= 3x fewer tokens than unpacked (3 falls under 3x).",
         "",
     ])  # fmt: skip
 

@@ -259,14 +259,15 @@ def test_training_flops_pack_cost_and_plan_cost_by_hand():
     assert pack_cost(packed_s=0.5, packed_k=18, single_s=1.0)["b_s"] == 0.0  # never a negative cost per question
 
     # 3 scenes x 4 questions, packs of 4, steps of 4: every step is one whole pack, 3 per epoch
-    one_gpu = plan_cost(scenes=3, per_scene=4, pack_size=4, batch=4, epochs=2, world=1, a=1.0, b=0.5, optimizer_s=0.25)
+    one_gpu = plan_cost(scenes=3, per_scene=4, questions_per_pack=4, batch=4, epochs=2, world=1, a=1.0, b=0.5, optimizer_s=0.25)
     assert (one_gpu["steps"], one_gpu["pack_passes"], one_gpu["filler_passes"]) == (6, 6, 0)
     assert one_gpu["gpu_hours"] * 3600 == pytest.approx(6 * (1.0 + 4 * 0.5 + 0.25))
-    # two workers: each step's one pack is halved (2 questions each), so neither worker idles on a
-    # filler; each pays the prefix (a) for its half
-    two = plan_cost(scenes=3, per_scene=4, pack_size=4, batch=4, epochs=2, world=2, a=1.0, b=0.5, optimizer_s=0.25)
-    assert (two["pack_passes"], two["filler_passes"]) == (12, 0)
-    assert two["gpu_hours"] * 3600 == pytest.approx(6 * 2 * (1.0 + 2 * 0.5 + 0.25))
+    # two workers: packs stay whole, so each step's one pack runs on one worker and the other runs
+    # a one-question filler; the step lasts the whole pack
+    two = plan_cost(scenes=3, per_scene=4, questions_per_pack=4, batch=4, epochs=2, world=2, a=1.0, b=0.5,
+                    optimizer_s=0.25)
+    assert (two["pack_passes"], two["filler_passes"]) == (12, 6)
+    assert two["gpu_hours"] * 3600 == pytest.approx(6 * 2 * (1.0 + 4 * 0.5 + 0.25))
 
 
 @pytest.mark.parametrize("kind", ["frames", "video"])

@@ -56,13 +56,40 @@ def test_decode_bench_quick(tmp_path):
 
 
 def test_packing_bench_quick(tmp_path):
+    from spacemind_cli.training.schedule import split_sizes
+
     r = _run("bench.packing", tmp_path / "packing.json")
     z = r["sizes"]
-    p, s = r["packed"], r["separate"]
+    p, s, small = r["whole"], r["separate"], r["small"]
     n = z["scenes"] * z["questions"]
-    # Both process every question's tokens; separate samples repeat the prefix per question.
+    # All process every question's tokens; separate samples repeat the prefix per question, small
+    # packs once per pack.
     assert s["tokens"] - p["tokens"] == (n - z["scenes"]) * r["prefix_tokens"]
+    packs = z["scenes"] * len(split_sizes(z["questions"], z["questions_per_pack"]))
+    assert s["tokens"] - small["tokens"] == (n - packs) * r["prefix_tokens"] and packs > z["scenes"]
     assert r["ratios_separate_vs_packed"]["tokens"] == pytest.approx(s["tokens"] / p["tokens"], rel=1e-3)
     assert r["ratios_separate_vs_packed"]["time"] == pytest.approx(s["s"] / p["s"], rel=1e-2)
-    assert r["check"]["max_loss_rel_diff"] < 1e-5 and r["check"]["max_grad_rel_diff"] < 1e-4
+    assert r["ratios_separate_vs_small"]["tokens"] == pytest.approx(s["tokens"] / small["tokens"], rel=1e-3)
+    for check in r["check"].values():
+        assert check["max_loss_rel_diff"] < 1e-5 and check["max_grad_rel_diff"] < 1e-4
     assert r["trained_parameters"] > 0
+    plan = r["plan"]
+    steps = plan["scenes"] * plan["questions_per_scene"] // plan["batch"]
+    cap = plan["caps"][str(z["questions_per_pack"])]
+    assert cap["scenes_per_step_min"] == plan["batch"] // z["questions_per_pack"]  # every pack of another scene
+    today = plan["caps"]["32"]  # a whole scene per pack
+    assert today["scenes_per_step_min"] == plan["batch"] // plan["questions_per_scene"]
+    assert today["prefix_passes_64_workers_today_split"] == steps * plan["batch"]  # one question per GPU
+    assert plan["caps"]["1"]["prefix_passes"] == steps * plan["batch"]
+    assert cap["unpacked_vs_this_tokens_tiny"] == pytest.approx(
+        plan["caps"]["1"]["tokens_tiny"] / cap["tokens_tiny"], abs=0.01)
+
+
+def test_readahead_bench_quick(tmp_path):
+    r = _run("bench.readahead", tmp_path / "readahead.json")
+    sync, ahead = r["runs"]["synchronous"], r["runs"]["read_ahead"]
+    assert sync["ahead"] == 0 and ahead["ahead"] == 1
+    assert sync["scenes_per_step"] == ahead["scenes_per_step"] == 2
+    assert r["ratios_synchronous_vs_read_ahead"]["step_s"] == pytest.approx(
+        sync["step_s_warm_mean"] / ahead["step_s_warm_mean"], rel=1e-2)
+    assert r["entry_mb"] > 0 and r["warm_read_s_per_entry"] > 0

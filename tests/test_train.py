@@ -151,6 +151,17 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_starts_over(datase
     summary = json.loads((out / "training" / "summary.json").read_text())
     # starting over keeps the default feature cache (NEW_CKPT/training/features): nothing re-encoded
     assert summary["scenes_cached"] == summary["scenes"] == 5 and summary["scenes_encoded"] == 0
+    # gradient checkpointing "auto": off on CPU, and the run's config says so and why
+    run_config = json.loads((out / "training" / "config.json").read_text())
+    assert run_config["train"]["gradient_checkpointing"] is False
+    assert run_config["gradient_checkpointing"]["on"] is False and "CPU" in run_config["gradient_checkpointing"]["why"]
+    assert "gradient checkpointing" in res.stdout and "CPU run" in " ".join(res.stdout.split())
+    res = spacemind(*_train_args(dataset, tiny_ckpt, out)[:-2], "--max-steps", "2", "--gradient-checkpointing",
+                    "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_config = json.loads((out / "training" / "config.json").read_text())
+    assert run_config["train"]["gradient_checkpointing"] is True
+    assert run_config["gradient_checkpointing"] == {"on": True, "why": "on: asked for"}
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

@@ -60,26 +60,27 @@ def pack_cost(packed_s: float, packed_k: int, single_s: float) -> dict:
     return {"a_s": single_s - b, "b_s": b, "note": note}
 
 
-def plan_cost(*, scenes: int, per_scene: int, pack_size: int, batch: int, epochs: int, world: int, a: float, b: float,
+def plan_cost(*, scenes: int, per_scene: int, questions_per_pack: int, batch: int, epochs: int, world: int, a: float, b: float,
               optimizer_s: float) -> dict:
     """GPU-seconds of the run `spacemind train` would make of `scenes` x `per_scene` questions: its
-    StepPlan (packs of <= pack_size questions of one scene, split at step boundaries) and, for
-    `world` data-parallel workers, worker_share (whole packs per worker, a step's biggest packs
-    halved when the workers outnumber them, fillers running a pack with zero loss weight). A step lasts its busiest worker's packs + the optimizer; every worker
+    StepPlan (packs of <= questions_per_pack questions of one scene, split at step boundaries) and,
+    for `world` data-parallel workers, worker_passes (whole packs per worker, fillers running one
+    question with zero loss weight). A step lasts its busiest worker's packs + the optimizer; every worker
     is held for it. Gradient all-reduce and data loading are not counted."""
-    from spacemind_cli.training.schedule import StepPlan, worker_share
+    from spacemind_cli.training.feed import worker_passes
+    from spacemind_cli.training.schedule import StepPlan
 
     by_scene = {f"s{i:07d}": range(i * per_scene, (i + 1) * per_scene) for i in range(scenes)}
-    plan = StepPlan(by_scene, seed=0, pack_size=pack_size, batch_size=batch, epochs=epochs)
+    plan = StepPlan(by_scene, seed=0, questions_per_pack=questions_per_pack, batch_size=batch, epochs=epochs)
     gpu_s, passes, real = 0.0, 0, 0
     for step in range(plan.total_steps):
         packs = plan.step(step)
         loads = []
         for rank in range(world):
-            share = worker_share(packs, rank, world)
-            loads.append(sum(a + b * len((p or packs[0]).examples) for p in share))  # a filler runs packs[0]
+            share = worker_passes(packs, rank, world)
+            loads.append(sum(a + b * len(p.pack.examples) for p in share))
             passes += len(share)
-            real += sum(1 for p in share if p is not None)
+            real += sum(1 for p in share if not p.filler)
         gpu_s += world * (max(loads) + optimizer_s)
     return {"world_size": world, "steps": plan.total_steps, "pack_passes": passes, "filler_passes": passes - real,
             "pack_passes_per_question": rnd(passes / (scenes * per_scene * epochs), 4), "gpu_hours": gpu_s / 3600}
@@ -99,8 +100,8 @@ def training_projection(ctx: Ctx) -> dict:
     questions = scenes * QUESTIONS_PER_SCENE
     common = dict(scenes=scenes, per_scene=QUESTIONS_PER_SCENE, batch=PAPER["global_batch"], epochs=PAPER["epochs"],
                   a=cost["a_s"], b=cost["b_s"], optimizer_s=basis["optimizer_s"])
-    runs = {f"world_{w}": plan_cost(pack_size=t["pack_size"], world=w, **common) for w in WORLD_SIZES}
-    runs["world_1_pack_size_per_scene"] = plan_cost(pack_size=QUESTIONS_PER_SCENE, world=1, **common)
+    runs = {f"world_{w}": plan_cost(questions_per_pack=t["pack_size"], world=w, **common) for w in WORLD_SIZES}
+    runs["world_1_pack_size_per_scene"] = plan_cost(questions_per_pack=QUESTIONS_PER_SCENE, world=1, **common)
     unpacked = questions * PAPER["epochs"] * sep["fwd_bwd_s_per_sample"] / 3600  # separate samples, no packing
 
     e2e = ctx.results.get("e2e") or {}

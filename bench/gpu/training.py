@@ -385,7 +385,7 @@ def section_train(ctx: Ctx) -> dict:
         "what": "optimizer steps of one scene's questions as spacemind train takes them (features from the cache: "
         "random, of the cache's shapes; CGMF + LoRA trained; loss = token CE sum / targets, backward, clip, fused "
         "AdamW on CUDA); random weights",
-        "peft": peft.__version__, "pack_size": cfg.pack_size, "global_batch": cfg.batch_size,
+        "peft": peft.__version__, "pack_size": cfg.questions_per_pack, "global_batch": cfg.batch_size,
         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": "q,k,v,o,gate,up,down of every LLM layer"},
         "features": {k: list(v.shape) for k, v in scene.enc.tensors().items()},
         "workload": {"questions": len(scene.pairs), "frames": z.frames, "prefix_tokens": scene.prefix_len,

@@ -71,7 +71,7 @@ def train(
     lr: float = typer.Option(2e-5, "--lr"),
     warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch, in questions (as in the paper)."),
-    pack_size: int = typer.Option(32, "--pack-size", min=1, help="Most questions of one scene in one packed sequence."),
+    questions_per_pack: int = typer.Option(4, "--questions-per-pack", min=1, help="Most questions of one scene in one packed sequence (its visual prefix once); small packs make a step span many scenes."),
     lora_rank: int = typer.Option(256, "--lora-rank", min=1),
     lora_alpha: int = typer.Option(512, "--lora-alpha", min=1),
     train_parts: str = typer.Option("cgmf,lora", "--train", help="What is trained: a comma list of cgmf, lora, projector."),
@@ -85,7 +85,7 @@ def train(
     eval_questions: Optional[Path] = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Steps between evaluations (0: at the end only)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Steps between saved states (a rerun resumes from the last)."),
-    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the LLM's activations in the backward pass (the 8B model on one GPU)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", show_default="auto", help="Recompute the LLM's activations in the backward pass. Default: on where the memory estimate says the GPU needs it (the 8B model on one 80 GB GPU), off on CPU; the run's training/config.json says which and why."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
     seed: int = typer.Option(0, "--seed"),
     dtype: str = opt.DTYPE,
@@ -100,7 +100,7 @@ def train(
 
     config = TrainConfig(
         epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, batch_size=batch_size,
-        pack_size=pack_size, train=tuple(p.strip() for p in train_parts.split(",") if p.strip()),
+        questions_per_pack=questions_per_pack, train=tuple(p.strip() for p in train_parts.split(",") if p.strip()),
         lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every, eval_every=eval_every,
         gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
         cgmf_off=tuple(p.strip() for p in cgmf_off.split(",") if p.strip()),
@@ -126,6 +126,7 @@ def train(
     if isinstance(last.get("eval"), dict):
         table.add_row("eval", ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in last["eval"].items()))
+    table.add_row("gradient checkpointing", summary.get("gradient_checkpointing") or "")
     table.add_row("time", f"{summary['elapsed_s']:.1f} s")
     table.add_row("checkpoint", summary["output"])
     table.add_row("run", f"{summary['output']}/training (log.jsonl, loss.png)")

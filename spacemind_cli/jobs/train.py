@@ -74,6 +74,9 @@ def run_train(
     if not settings.cache:
         raise InputError("training needs a feature cache (--cache)")
     training = read_training_file(questions)
+    checkpointing, why = _gradient_checkpointing(base, base_config, config, settings, executor)
+    config = dataclasses.replace(config, gradient_checkpointing=checkpointing)
+    log.info("gradient checkpointing %s", why)
     run = {
         "train": {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE},
         "base_checkpoint_id": settings.checkpoint_id,
@@ -104,7 +107,8 @@ def run_train(
         write_parquet(training_dir / "eval.parquet", lambda: iter(eval_rows))
     atomic_write_text(training_dir / "config.json", lambda fh: fh.write(json.dumps(
         {**run, "run_id": text_digest(run), "train": config.to_dict(), "base_checkpoint": str(base),
-         "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows)}, indent=2) + "\n"))
+         "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows),
+         "gradient_checkpointing": {"on": checkpointing, "why": why}}, indent=2) + "\n"))
 
     # Absolute paths: Ray Train runs each worker in a folder of its own.
     worker_settings = dataclasses.replace(settings, checkpoint=_absolute(settings.checkpoint),
@@ -128,11 +132,58 @@ def run_train(
         "examples_left_out": scene_counts["examples_left_out"],
         "eval_questions": len(eval_rows),
         "eval_questions_left_out": scene_counts["eval_left_out"],
+        "gradient_checkpointing": why,
         **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
         "elapsed_s": round(time.perf_counter() - t_start, 3),
     }
     atomic_write_text(training_dir / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
     return summary
+
+
+def _gradient_checkpointing(base: Path, base_config, config: TrainConfig, settings: JobSettings,
+                            executor) -> tuple[bool, str]:
+    """(on, why): as asked, or by the memory estimate of the base model at the run's sizes
+    (`training.memory`) for a GPU run."""
+    import torch
+
+    from ..models.checkpoint import read_json, resolve_component
+    from ..training import memory
+
+    on_gpu = bool(executor.uses_gpu())
+    estimate = None
+    if config.gradient_checkpointing is None and on_gpu:
+        try:
+            internvl = Path(resolve_component(base, base_config.base, "base", settings.trusted_paths))
+            shape = memory.model_shape(read_json(internvl / "config.json"))
+        except (CheckpointError, OSError, ValueError):
+            shape = None  # a hub id, an unreadable config: the sizes are not known
+        if shape is not None:
+            estimate = memory.training_memory(
+                shape, frames=settings.num_frames, questions_per_pack=config.questions_per_pack,
+                lora_rank=config.lora_rank if "lora" in config.train else 0,
+                cgmf_params=_tensor_elements(base / base_config.fusion_weights), checkpointing=False)["total"]
+    gpu_bytes = None
+    if on_gpu and torch.cuda.is_available():
+        gpu_bytes = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+    return memory.decide_gradient_checkpointing(config.gradient_checkpointing, on_gpu=on_gpu, gpu_bytes=gpu_bytes,
+                                                estimate_gb=estimate)
+
+
+def _tensor_elements(path: Path) -> int:
+    """Elements of a safetensors file's tensors, from its header (0 when there is none)."""
+    try:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    except (OSError, ValueError):
+        return 0
+    total = 0
+    for name, t in header.items():
+        if name != "__metadata__":
+            n = 1
+            for d in t.get("shape", []):
+                n *= d
+            total += n
+    return total
 
 
 def _prepare_output(out: Path, run: dict, overwrite: bool, keep: Path) -> Path:

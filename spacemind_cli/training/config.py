@@ -24,7 +24,9 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     schedule: str = "cosine"  # cosine | constant (after the warm-up)
     batch_size: int = 64  # global, in questions, as in the paper
-    pack_size: int = 32  # most questions of one scene in one packed sequence (VSI-Bench-like scenes have ~18)
+    # most questions of one scene in one packed sequence, drawn at random: 4 makes a 64-question step
+    # span >= 16 scenes while the prefix still runs once per 4 questions (bench/results/packing.md)
+    questions_per_pack: int = 4
     train: tuple[str, ...] = ("cgmf", "lora")
     lora_rank: int = 256
     lora_alpha: int = 512
@@ -36,7 +38,9 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 500  # steps between saved training states (and always at the end)
     eval_every: int = 0  # steps between evaluations on --eval-questions (0: at the end only)
-    gradient_checkpointing: bool = False  # in the LLM (GPU runs of the 8B model want it)
+    # in the LLM; None: "auto", decided by the run's memory estimate (training/memory.py): on for the
+    # 8B model on one 80 GB GPU, off on CPU and for small models
+    gradient_checkpointing: bool | None = None
     fsdp: bool = False  # shard the model over the Ray Train workers (FSDP2) when one GPU's memory is short
     # CGMF ablations (the paper's Table 4): parts switched off, or no fusion at all (LoRA only)
     fusion: str = "cgmf"  # cgmf | none
@@ -58,7 +62,7 @@ class TrainConfig:
         if bad:
             raise InputError(f"--cgmf-off takes a comma list of {', '.join(CGMF_PARTS)}, got {','.join(bad)}")
         for name, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--pack-size", self.pack_size, 1), ("--lora-rank", self.lora_rank, 1),
+                                 ("--questions-per-pack", self.questions_per_pack, 1), ("--lora-rank", self.lora_rank, 1),
                                  ("--save-every", self.save_every, 1)):
             if not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -1,8 +1,9 @@
 """The training loop, the same code in one process and in every Ray Train worker.
 
 Per optimizer step: the step's packs (`schedule.StepPlan`, the same on every worker), this worker's
-share of them; for each pack the scene's encoder outputs from the feature cache (never from the
-encoders) and one packed sequence through the model; the loss is the sum of target-token
+share of them, whole; the scenes' encoder outputs from the feature cache (never from the encoders),
+each read once per step, ahead on a thread while the previous step computes (`feed.StepFeed`);
+for each pack one packed sequence through the model; the loss is the sum of target-token
 cross-entropies over the whole step divided by the step's target-token count, so gradients equal
 those of the same questions trained one by one, whatever the packing or the number of workers.
 Then gradient clipping, AdamW, the LR schedule; the log; every `save_every` steps the resumable
@@ -24,11 +25,12 @@ from typing import Protocol
 
 import torch
 
-from ..errors import CacheError, InputError
+from ..errors import InputError
 from ..jobs.settings import JobSettings
 from . import parallel
 from .config import TrainConfig
-from .schedule import StepPlan, worker_share
+from .feed import StepFeed, cache_reader
+from .schedule import StepPlan
 from .state import examples_digest, latest_state, load_state, remove_staging, resume_refusal, save_state
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
 
 
 def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
-    from ..models.spacemind import EncoderOutputs, SpaceMind
+    from ..models.spacemind import SpaceMind
     from ..runtime import autocast as autocast_to, compute_dtype
     from .evaluate import evaluate
     from .export import export_checkpoint
@@ -111,7 +113,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     by_scene: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         by_scene.setdefault(ex["feature_key"], []).append(i)
-    plan = StepPlan(by_scene, seed=cfg.seed, pack_size=cfg.pack_size, batch_size=cfg.batch_size, epochs=cfg.epochs,
+    plan = StepPlan(by_scene, seed=cfg.seed, questions_per_pack=cfg.questions_per_pack, batch_size=cfg.batch_size, epochs=cfg.epochs,
                     max_steps=cfg.max_steps)
     segments = [sm.segment(ex["prompt"], ex["target"]) for ex in examples]
     targets = [len(seg.answer_ids) + 1 for seg in segments]  # answer tokens + end of turn
@@ -129,68 +131,73 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     logged = _truncate_log(log_path, start) if runtime.rank == 0 else {}
     cache = _cache(s)
 
-    frames: dict[str, int] = {}  # frames per scene, for the token count
+    encoded = cache_reader(cache, s.encoder_fingerprint, device)  # eval's
 
-    def encoded(key: str):
-        entry = cache.get(key, device=device, fingerprint=s.encoder_fingerprint, tensor_names=EncoderOutputs.TENSORS)
-        if entry is None:
-            raise CacheError(f"features of scene {key} are not in the cache {cache.root}; rerun to extract them")
-        enc = EncoderOutputs.from_tensors(entry.tensors)
-        frames[key] = enc.num_frames
-        return enc
-
+    if runtime.world_size > 1 and runtime.rank == 0:
+        idle = runtime.world_size - min((len(plan.step(i)) for i in range(min(plan.total_steps, 8))), default=0)
+        if idle > 0:
+            log.warning("%d of %d workers have no pack in some steps (packs are never split over workers): lower "
+                        "--questions-per-pack or raise --batch-size to give each one work", idle, runtime.world_size)
     t_run = time.perf_counter()
     last: dict = {}
-    for step in range(start, plan.total_steps):
-        t0 = time.perf_counter()
-        packs = plan.step(step)
-        step_targets = sum(targets[i] for p in packs for i in p.examples)
-        mine = worker_share(packs, runtime.rank, runtime.world_size)
-        loss_sum, tokens = 0.0, 0
-        for j, pack in enumerate(mine):
-            filler = pack is None  # keeps this worker's backward passes in step with the others
-            pack = pack or packs[0]
-            sync = j == len(mine) - 1  # gradients reduced over the workers once per step, after the last pack
-            if sharded:
-                wrapped.set_requires_gradient_sync(sync)
-            no_sync = getattr(wrapped, "no_sync", None)  # DDP
-            with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), autocast_to(device, autocast):
-                loss, _ = wrapped(encoded(pack.scene), [segments[i] for i in pack.examples])
-                # data-parallel averages gradients over workers: undo it, so the step's gradient
-                # is the sum over all its questions divided by all its targets
-                scale = 0.0 if filler else runtime.world_size / step_targets
-                (loss * scale).backward()
-            if not filler:
-                loss_sum += float(loss.detach())
-                tokens += len(sm.prefix_ids(frames[pack.scene])) + sum(lengths[i] for i in pack.examples)
-        lr = optimizer.param_groups[0]["lr"]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        total_loss, total_tokens = runtime.all_reduce_sum([loss_sum, float(tokens)])
-        dt = time.perf_counter() - t0
-        last = {"step": step + 1, "total": plan.total_steps, "epoch": plan.epoch_of(step),
-                "loss": total_loss / step_targets, "lr": lr, "grad_norm": grad_norm,
-                "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
-                "tokens": int(total_tokens), "tokens_per_s": total_tokens / dt if dt > 0 else None, "step_s": dt}
-        done = step + 1
-        due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
-        if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
-            with autocast_to(device, autocast):  # bf16 features meet the fp32 CGMF as in training
-                last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
-        if runtime.rank == 0:
-            _append_log(log_path, last)  # before the state: a resume drops lines past its step
-            if progress:
-                progress({**last, "phase": "train"})
-        if done % cfg.save_every == 0 or done == plan.total_steps:
-            trained = parallel.trainable_state(model, sharded)  # gathered: every worker takes part
-            optimizer_state = parallel.optimizer_state(model, optimizer, sharded)
+    # features read on the CPU ahead of the step, moved to the device pack by pack as it runs
+    feed = StepFeed(plan, range(start, plan.total_steps), runtime.rank, runtime.world_size,
+                    cache_reader(cache, s.encoder_fingerprint, "cpu"))
+    with feed:
+        for data in feed:
+            step, packs = data.index, data.packs
+            t0 = time.perf_counter() - data.wait_s  # the step began when it asked for its features
+            step_targets = sum(targets[i] for p in packs for i in p.examples)
+            loss_sum, tokens, wait_s = 0.0, 0, data.wait_s
+            for j, p in enumerate(data.passes):
+                sync = j == len(data.passes) - 1  # gradients reduced over the workers once per step, after the last pass
+                if sharded:
+                    wrapped.set_requires_gradient_sync(sync)
+                no_sync = getattr(wrapped, "no_sync", None)  # DDP
+                t_move = time.perf_counter()
+                enc = data.features[p.pack.scene].to(device)
+                wait_s += time.perf_counter() - t_move
+                with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), autocast_to(device, autocast):
+                    loss, _ = wrapped(enc, [segments[i] for i in p.pack.examples])
+                    # data-parallel averages gradients over workers: undo it, so the step's gradient
+                    # is the sum over all its questions divided by all its targets
+                    scale = 0.0 if p.filler else runtime.world_size / step_targets
+                    (loss * scale).backward()
+                del enc
+                if not p.filler:
+                    loss_sum += float(loss.detach())
+                    frames = data.features[p.pack.scene].num_frames
+                    tokens += len(sm.prefix_ids(frames)) + sum(lengths[i] for i in p.pack.examples)
+            del data
+            lr = optimizer.param_groups[0]["lr"]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss, total_tokens = runtime.all_reduce_sum([loss_sum, float(tokens)])
+            dt = time.perf_counter() - t0
+            last = {"step": step + 1, "total": plan.total_steps, "epoch": plan.epoch_of(step),
+                    "loss": total_loss / step_targets, "lr": lr, "grad_norm": grad_norm,
+                    "questions": sum(len(p.examples) for p in packs), "targets": step_targets,
+                    "tokens": int(total_tokens), "tokens_per_s": total_tokens / dt if dt > 0 else None, "step_s": dt,
+                    "data_wait_s": wait_s}
+            done = step + 1
+            due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
+            if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
+                with autocast_to(device, autocast):  # bf16 features meet the fp32 CGMF as in training
+                    last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
             if runtime.rank == 0:
-                save_state(state_dir, done, trained, optimizer_state,
-                           {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
-                            "config": cfg.to_dict(), "examples": digest})
-        runtime.report(last)
+                _append_log(log_path, last)  # before the state: a resume drops lines past its step
+                if progress:
+                    progress({**last, "phase": "train"})
+            if done % cfg.save_every == 0 or done == plan.total_steps:
+                trained = parallel.trainable_state(model, sharded)  # gathered: every worker takes part
+                optimizer_state = parallel.optimizer_state(model, optimizer, sharded)
+                if runtime.rank == 0:
+                    save_state(state_dir, done, trained, optimizer_state,
+                               {"epoch": plan.epoch_of(step), "scheduler": scheduler.state_dict(),
+                                "config": cfg.to_dict(), "examples": digest})
+            runtime.report(last)
 
     tensors = parallel.export_tensors(model, sharded)  # gathered: every worker takes part
     if runtime.rank == 0:
