@@ -171,19 +171,15 @@ def _gradient_checkpointing(base: Path, base_config, config: TrainConfig, settin
 
 def _tensor_elements(path: Path) -> int:
     """Elements of a safetensors file's tensors, from its header (0 when there is none)."""
+    import math
+
+    from ..weights import read_header
+
     try:
-        with open(path, "rb") as fh:
-            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-    except (OSError, ValueError):
-        return 0
-    total = 0
-    for name, t in header.items():
-        if name != "__metadata__":
-            n = 1
-            for d in t.get("shape", []):
-                n *= d
-            total += n
-    return total
+        header, _ = read_header(path)
+    except CheckpointError:
+        return 0  # no fusion weights (fusion none), or broken: loading them reports that
+    return sum(math.prod(t.get("shape", [])) for name, t in header.items() if name != "__metadata__")
 
 
 def _prepare_output(out: Path, run: dict, overwrite: bool, keep: Path) -> Path:
