@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from . import loading
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,101 @@ def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str
     Strict: every weight the architecture needs must be in the folder and nothing else, or a
     CheckpointError names the missing / unexpected keys and the folder (transformers would
     initialise missing weights at random and only warn). Never unpickles: safetensors only, no
-    remote code.
+    remote code. A local folder's shards are read one at a time straight into `dtype` on `device`
+    (`loading.py`): never the checkpoint's copy and the converted one at once.
     """
-    from transformers import AutoTokenizer, InternVLForConditionalGeneration
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # we report progress ourselves; nothing else prints
-    local = Path(path).exists()
-    if local:
-        _check_shards(Path(path))
+    if not Path(path).exists():
+        return _load_from_hub(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+    folder = Path(path)
+    _check_shards(folder)
     try:
-        config = _config(path, local)
+        config = _config(path, True)
+        model = _skeleton(config, dtype, attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model.generation_config = _generation_config(folder, model)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load InternVL from {path}: {' '.join(str(exc).split())[:300]}") from None
+    expected = set(model.state_dict())
+    _, unexpected, mismatched = _read_weights(model, folder, lambda key: model_key(key, expected), device)
+    model.tie_weights()  # a tied lm_head is the embedding the checkpoint filled
+    problems = _loading_problems(
+        {"missing_keys": loading.on_meta(model), "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+    )
+    if problems:
+        raise CheckpointError(f"InternVL weights in {path} do not match its config: {'; '.join(problems)}")
+    model.to(device).eval()  # the buffers (rotary frequencies); the weights are there already
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def _skeleton(config, dtype: torch.dtype, attn_implementation: str):
+    """The architecture with its parameters on the meta device, in `dtype`."""
+    from transformers import InternVLForConditionalGeneration
+
+    with loading.empty_weights(), _transformers_quiet():
+        model = InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    model.config.name_or_path = getattr(config, "name_or_path", "")
+    return model
+
+
+def _generation_config(folder: Path, model):
+    """generation_config.json as transformers' from_pretrained reads it (EOS ids), else the one the
+    model derived from its config."""
+    from transformers import GenerationConfig
+
+    if (folder / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(str(folder), local_files_only=True)
+    return model.generation_config
+
+
+# Older saves' weight names (transformers 4.x, InternVL's -hf conversion) -> the 5.x names, the
+# renaming transformers' own loader applies to InternVL; the first prefix that matches wins.
+LEGACY_KEYS = (
+    ("language_model.model.", "model.language_model."),
+    ("language_model.lm_head.", "lm_head."),
+    ("language_model.", "model.language_model."),
+    ("vision_tower.", "model.vision_tower."),
+    ("multi_modal_projector.", "model.multi_modal_projector."),
+)
+
+
+def model_key(key: str, expected: set[str]) -> str:
+    """The model tensor a checkpoint key fills: the key itself, or its older name renamed."""
+    if key in expected:
+        return key
+    for old, new in LEGACY_KEYS:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The shards the index lists, else every .safetensors file in the folder."""
+    import json
+
+    index = folder / SHARD_INDEX
+    if index.is_file():
+        return [folder / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _read_weights(model, folder: Path, target, device):
+    try:
+        return loading.load_shards(model, weight_files(folder), target, device=device)
+    except OSError as exc:
+        raise CheckpointError(f"InternVL weights in {folder} are unreadable: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _load_from_hub(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str):
+    """A hub id: transformers' own loader (downloads, then maps every shard until loaded)."""
+    from transformers import AutoTokenizer, InternVLForConditionalGeneration
+
+    try:
+        config = _config(path, False)
         with _transformers_quiet():  # its load report would print; our error says it in one line
             model, info = InternVLForConditionalGeneration.from_pretrained(
                 path,
@@ -50,11 +135,10 @@ def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str
                 dtype=dtype,
                 attn_implementation=attn_implementation,
                 use_safetensors=True,
-                local_files_only=local,
                 trust_remote_code=False,
                 output_loading_info=True,
             )
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load InternVL from {path}: {' '.join(str(exc).split())[:300]}") from None
     problems = _loading_problems(info)
@@ -161,10 +245,9 @@ VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")  # transformers 5.x a
 
 def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
     """InternVL with only its vision tower loaded (the projector and LLM stay on the meta device,
-    unallocated): what feature extraction needs, without reading an 8B LLM's 15 GB of weights."""
-    from transformers import InternVLConfig, InternVLForConditionalGeneration
-
-    from ..weights import open_weights
+    unallocated, their weights never read): what feature extraction needs, without reading an 8B
+    LLM's 15 GB of weights."""
+    from transformers import InternVLConfig
 
     if not Path(path).exists():
         raise CheckpointError(f"encoder-only loading needs a local InternVL folder, got {path}")
@@ -172,21 +255,21 @@ def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_impleme
         config = InternVLConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read InternVL config in {path}: {' '.join(str(exc).split())[:300]}") from None
-    with torch.device("meta"):
-        model = InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    tower = model.model.vision_tower
-    state = {}
-    for f in sorted(Path(path).glob("*.safetensors")):
-        with open_weights(f) as handle:
-            for key in handle.keys():
-                prefix = next((p for p in VISION_PREFIXES if key.startswith(p)), None)
-                if prefix:
-                    state[key[len(prefix) :]] = handle.get_tensor(key).to(dtype)
-    try:
-        tower.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: vision tower weights do not match its config: {str(exc).splitlines()[0]}") from None
-    tower.to(device).eval().requires_grad_(False)
+    model = _skeleton(config, dtype, attn_implementation)
+    tower = VISION_PREFIXES[0]
+    expected = set(model.state_dict())
+
+    def vision_key(key: str) -> str | None:
+        name = model_key(key, expected)
+        return name if name.startswith(tower) else None
+
+    _, unexpected, mismatched = _read_weights(model, Path(path), vision_key, device)
+    missing = [n for n in loading.on_meta(model.model.vision_tower)]
+    problems = _loading_problems({"missing_keys": [tower + n for n in missing], "unexpected_keys": unexpected,
+                                  "mismatched_keys": mismatched})
+    if problems:
+        raise CheckpointError(f"{path}: vision tower weights do not match its config: {'; '.join(problems)}")
+    model.model.vision_tower.to(device).eval().requires_grad_(False)
     model.eval()
     return model
 

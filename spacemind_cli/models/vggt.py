@@ -539,10 +539,10 @@ class VGGT(nn.Module):
             raise CheckpointError(f"{path}: VGGT checkpoint not found")
 
         if path.suffix == ".safetensors":
-            from ..weights import open_weights
+            from .loading import ShardReader
 
-            with open_weights(path) as handle:
-                return cls._from_tensors(list(handle.keys()), handle.get_tensor, config, device, dtype, str(path))
+            with ShardReader(path) as reader:  # remapped as it is read: a cast copy never sits beside the file's
+                return cls._from_tensors(reader.keys(), reader.get, config, device, dtype, str(path))
         try:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
