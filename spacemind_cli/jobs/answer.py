@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..errors import InputError
 from ..files import atomic_write_text
+from ..locks import output_lock
 from ..models.answering import Answer
 from ..parsing import parse_answer
 from ..questions import Question, QuestionSet, read_questions
@@ -109,94 +110,96 @@ def run_answer(
         # --overwrite (or the final rename) would destroy the input
         if given and Path(given).exists() and output.exists() and output.resolve() == Path(given).resolve():
             raise InputError(f"--output {output} is the question file itself; give another output file name")
-    if settings.cache:
-        open_job_cache(settings.cache)
-    store = _store_for(output, settings, template is not None, overwrite)
-    digests = [question_digest(q.row) for q in qset.questions]
-    done = store.completed(digests)
-    other_runs = store.other_runs()
-    if other_runs:
-        log.warning(
-            "%s holds %d answer(s) made with other settings (checkpoint, frames, dtype, ...); they are kept "
-            "apart in %s and not used by this run", output, sum(other_runs.values()), store.parts,
-        )
-    remaining = [q for q in qset.questions if q.index not in done]
-    plan = plan_answer(root, remaining, settings.max_questions_per_item)
+    # One run at a time into an output: two would interleave their answers and each report its own.
+    with output_lock(output):
+        if settings.cache:
+            open_job_cache(settings.cache)
+        store = _store_for(output, settings, template is not None, overwrite)
+        digests = [question_digest(q.row) for q in qset.questions]
+        done = store.completed(digests)
+        other_runs = store.other_runs()
+        if other_runs:
+            log.warning(
+                "%s holds %d answer(s) made with other settings (checkpoint, frames, dtype, ...); they are kept "
+                "apart in %s and not used by this run", output, sum(other_runs.values()), store.parts,
+            )
+        remaining = [q for q in qset.questions if q.index not in done]
+        plan = plan_answer(root, remaining, settings.max_questions_per_item)
 
-    errors = ErrorLog(store.errors_path)
-    for p in qset.problems:
-        errors.add(p.to_record("questions"))
-    for q, reason in plan.failures:
-        errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
-    failed_questions = len(plan.failures)
+        errors = ErrorLog(store.errors_path)
+        for p in qset.problems:
+            errors.add(p.to_record("questions"))
+        for q, reason in plan.failures:
+            errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+        failed_questions = len(plan.failures)
 
-    tally = RunTally()
-    items = {it.item_id: it for it in plan.items}
-    t_work = time.perf_counter()
+        tally = RunTally()
+        items = {it.item_id: it for it in plan.items}
+        t_work = time.perf_counter()
 
-    def on_result(result: ItemResult) -> None:
-        nonlocal failed_questions
-        result.raise_if_job_stops()
-        item = items[result.item_id]
-        tally.add(result, len(item.questions))
-        if result.status != "ok":
-            for ref in item.questions:
-                q = qset.questions[ref.index]
-                errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid,
-                            "scene": item.scene.key, "error": result.error})
-            failed_questions += len(item.questions)
-        else:
-            records = [(a.key, digests[a.key], output_row(qset.questions[a.key], a, result, settings))
-                       for a in result.answers]
-            store.write(records)
-            tally.answered += len(records)
-            for bad in result.question_errors:
-                q = qset.questions[bad.key]
-                errors.add({"stage": "question", "file": q.source, "line": q.line, "id": q.qid,
-                            "scene": item.scene.key, "error": bad.error})
-                failed_questions += 1
-        if progress:
-            progress({"done": tally.items, "total": len(plan.items), "questions": tally.answered,
-                      "failed": failed_questions, "scene": item.scene.key})
+        def on_result(result: ItemResult) -> None:
+            nonlocal failed_questions
+            result.raise_if_job_stops()
+            item = items[result.item_id]
+            tally.add(result, len(item.questions))
+            if result.status != "ok":
+                for ref in item.questions:
+                    q = qset.questions[ref.index]
+                    errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid,
+                                "scene": item.scene.key, "error": result.error})
+                failed_questions += len(item.questions)
+            else:
+                records = [(a.key, digests[a.key], output_row(qset.questions[a.key], a, result, settings))
+                           for a in result.answers]
+                store.write(records)
+                tally.answered += len(records)
+                for bad in result.question_errors:
+                    q = qset.questions[bad.key]
+                    errors.add({"stage": "question", "file": q.source, "line": q.line, "id": q.qid,
+                                "scene": item.scene.key, "error": bad.error})
+                    failed_questions += 1
+            if progress:
+                progress({"done": tally.items, "total": len(plan.items), "questions": tally.answered,
+                          "failed": failed_questions, "scene": item.scene.key})
 
-    try:
-        exec_info = executor.run(plan.items, AnswerStage, settings, on_result) if plan.items else {"executor": executor.name}
-    finally:
-        errors.close()
-    work_s = time.perf_counter() - t_work
-    written = store.finalize(digests)
-    if template is not None:
-        from .annotate import write_partitioned
+        try:
+            exec_info = executor.run(plan.items, AnswerStage, settings, on_result) if plan.items else {"executor": executor.name}
+        finally:
+            errors.close()
+        work_s = time.perf_counter() - t_work
+        written = store.finalize(digests)
+        if template is not None:
+            from .annotate import write_partitioned
 
-        write_partitioned(output, lambda: store.rows(digests))
+            write_partitioned(output, lambda: store.rows(digests))
 
-    summary = {
-        "output": str(output),
-        "errors_file": str(store.errors_path) if errors.count else None,
-        "executor": exec_info.get("executor"),
-        "route": exec_info.get("route"),  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
-        "questions": len(qset.questions),
-        "question_problems": len(qset.problems),
-        "answered": tally.answered,
-        "resumed": len(done),
-        # Answers of earlier runs with other settings: kept apart, never in this output.
-        "other_settings_kept": sum(other_runs.values()),
-        "failed": failed_questions,
-        "rows_written": written,
-        "scenes": plan.scenes,
-        "items": len(plan.items),
-        "cache": dict(tally.cache),
-        "elapsed_s": round(time.perf_counter() - t_start, 3),
-        "work_s": round(work_s, 3),
-        "questions_per_s": round(tally.answered / work_s, 3) if work_s > 0 and tally.answered else None,
-        "stage_s": {k: round(v, 3) for k, v in tally.stage_s.items()},
-        "actors": list(tally.workers.values()),
-        "checkpoint_id": settings.checkpoint_id,
-        "run_key": settings.run_key(),
-        "has_ground_truth": qset.has_ground_truth(),
-    }
-    atomic_write_text(store.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
-    return summary
+        summary = {
+            "output": str(output),
+            "errors_file": str(store.errors_path) if errors.count else None,
+            "executor": exec_info.get("executor"),
+            "route": exec_info.get("route"),  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
+            "questions": len(qset.questions),
+            "question_problems": len(qset.problems),
+            "answered": tally.answered,
+            "resumed": len(done),
+            # Answers of earlier runs with other settings: kept apart, never in this output.
+            "other_settings_kept": sum(other_runs.values()),
+            "failed": failed_questions,
+            "rows_written": written,
+            "scenes": plan.scenes,
+            "items": len(plan.items),
+            "cache": dict(tally.cache),
+            "elapsed_s": round(time.perf_counter() - t_start, 3),
+            "work_s": round(work_s, 3),
+            "questions_per_s": round(tally.answered / work_s, 3) if work_s > 0 and tally.answered else None,
+            "stage_s": {k: round(v, 3) for k, v in tally.stage_s.items()},
+            "actors": list(tally.workers.values()),
+            "checkpoint_id": settings.checkpoint_id,
+            "run_key": settings.run_key(),
+            "has_ground_truth": qset.has_ground_truth(),
+        }
+        atomic_write_text(store.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+        return summary
 
 
 def _store_for(output: Path, settings: JobSettings, annotation: bool, overwrite: bool) -> AnswerStore:

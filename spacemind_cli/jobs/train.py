@@ -25,6 +25,7 @@ from typing import Callable
 from ..errors import CheckpointError, InputError
 from ..files import atomic_write_text, write_parquet
 from ..fingerprint import file_digest, text_digest
+from ..locks import output_lock
 from ..models.checkpoint import load_config
 from ..models.context import ContextBudget
 from ..prompts import build_prompt
@@ -85,59 +86,62 @@ def run_train(
         "features": {"frames": settings.frame_sampling.to_dict(), "dtype": settings.dtype,
                      "vggt_weights": settings.vggt_weights, "encoders": settings.encoder_fingerprint},
     }
-    training_dir = _prepare_output(out, run, overwrite, keep=Path(settings.cache))
-    open_job_cache(settings.cache)
-    errors = ErrorLog(training_dir / "errors.jsonl")
-    refusal = None
-    try:
-        examples, eval_rows, scene_counts = _examples_with_features(root, training, eval_questions, settings, executor,
-                                                                    errors, progress)
-        # Refused before anything of the run is rewritten: its examples, config and errors stay
-        # those of the weights saved.
-        refusal = resume_refusal(latest_state(training_dir / "state"), examples_digest(examples))
-    finally:
-        errors.discard() if refusal else errors.close()
-    if refusal:
-        raise InputError(refusal)
-    if not examples:
-        raise InputError(f"{questions}: no training example is left to train on (unreadable, its scene failed, or "
-                         f"too long; see {errors.path})")
-    write_parquet(training_dir / "examples.parquet", lambda: iter(examples))
-    if eval_rows:
-        write_parquet(training_dir / "eval.parquet", lambda: iter(eval_rows))
-    atomic_write_text(training_dir / "config.json", lambda fh: fh.write(json.dumps(
-        {**run, "run_id": text_digest(run), "train": config.to_dict(), "base_checkpoint": str(base),
-         "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows),
-         "gradient_checkpointing": {"on": checkpointing, "why": why}}, indent=2) + "\n"))
+    # One run at a time into NEW_CKPT (only this driver holds it; Ray Train's workers write under
+    # it for the run): two would interleave their logs and overwrite each other's weights.
+    with output_lock(out):
+        training_dir = _prepare_output(out, run, overwrite, keep=Path(settings.cache))
+        open_job_cache(settings.cache)
+        errors = ErrorLog(training_dir / "errors.jsonl")
+        refusal = None
+        try:
+            examples, eval_rows, scene_counts = _examples_with_features(root, training, eval_questions, settings, executor,
+                                                                        errors, progress)
+            # Refused before anything of the run is rewritten: its examples, config and errors stay
+            # those of the weights saved.
+            refusal = resume_refusal(latest_state(training_dir / "state"), examples_digest(examples))
+        finally:
+            errors.discard() if refusal else errors.close()
+        if refusal:
+            raise InputError(refusal)
+        if not examples:
+            raise InputError(f"{questions}: no training example is left to train on (unreadable, its scene failed, or "
+                             f"too long; see {errors.path})")
+        write_parquet(training_dir / "examples.parquet", lambda: iter(examples))
+        if eval_rows:
+            write_parquet(training_dir / "eval.parquet", lambda: iter(eval_rows))
+        atomic_write_text(training_dir / "config.json", lambda fh: fh.write(json.dumps(
+            {**run, "run_id": text_digest(run), "train": config.to_dict(), "base_checkpoint": str(base),
+             "training_file_path": str(questions), "examples": len(examples), "eval": len(eval_rows),
+             "gradient_checkpointing": {"on": checkpointing, "why": why}}, indent=2) + "\n"))
 
-    # Absolute paths: Ray Train runs each worker in a folder of its own.
-    worker_settings = dataclasses.replace(settings, checkpoint=_absolute(settings.checkpoint),
-                                          cache=str(Path(settings.cache).resolve()),
-                                          trusted_paths=tuple(_absolute(p) for p in settings.trusted_paths))
-    spec = TrainSpec(base_checkpoint=_absolute(str(base)), output=str(out.resolve()), config=config.to_dict(),
-                     settings=worker_settings, examples=str((training_dir / "examples.parquet").resolve()),
-                     eval_questions=str((training_dir / "eval.parquet").resolve()) if eval_rows else None)
-    result = fit(spec, progress)
-    from ..training.export import plot_loss
+        # Absolute paths: Ray Train runs each worker in a folder of its own.
+        worker_settings = dataclasses.replace(settings, checkpoint=_absolute(settings.checkpoint),
+                                              cache=str(Path(settings.cache).resolve()),
+                                              trusted_paths=tuple(_absolute(p) for p in settings.trusted_paths))
+        spec = TrainSpec(base_checkpoint=_absolute(str(base)), output=str(out.resolve()), config=config.to_dict(),
+                         settings=worker_settings, examples=str((training_dir / "examples.parquet").resolve()),
+                         eval_questions=str((training_dir / "eval.parquet").resolve()) if eval_rows else None)
+        result = fit(spec, progress)
+        from ..training.export import plot_loss
 
-    plot_loss(training_dir / "log.jsonl", training_dir / "loss.png")
-    summary = {
-        "output": str(out),
-        "examples": len(examples),
-        "scenes": scene_counts["scenes"],
-        "scenes_encoded": scene_counts["encoded"],
-        "scenes_cached": scene_counts["cached"],
-        "failed": errors.count,
-        "errors_file": str(errors.path) if errors.count else None,
-        "examples_left_out": scene_counts["examples_left_out"],
-        "eval_questions": len(eval_rows),
-        "eval_questions_left_out": scene_counts["eval_left_out"],
-        "gradient_checkpointing": why,
-        **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
-        "elapsed_s": round(time.perf_counter() - t_start, 3),
-    }
-    atomic_write_text(training_dir / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
-    return summary
+        plot_loss(training_dir / "log.jsonl", training_dir / "loss.png")
+        summary = {
+            "output": str(out),
+            "examples": len(examples),
+            "scenes": scene_counts["scenes"],
+            "scenes_encoded": scene_counts["encoded"],
+            "scenes_cached": scene_counts["cached"],
+            "failed": errors.count,
+            "errors_file": str(errors.path) if errors.count else None,
+            "examples_left_out": scene_counts["examples_left_out"],
+            "eval_questions": len(eval_rows),
+            "eval_questions_left_out": scene_counts["eval_left_out"],
+            "gradient_checkpointing": why,
+            **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
+            "elapsed_s": round(time.perf_counter() - t_start, 3),
+        }
+        atomic_write_text(training_dir / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+        return summary
 
 
 def _gradient_checkpointing(base: Path, base_config, config: TrainConfig, settings: JobSettings,
