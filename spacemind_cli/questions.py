@@ -29,7 +29,8 @@ class Question:
     qid: str  # the row's id as text; "line-N" when the row has none
     row: dict  # the row exactly as read
     source: str
-    line: int  # 1-based line (JSONL) or row number (JSON, Parquet)
+    line: int  # 1-based line (JSONL) or record number (JSON list, Parquet): see `unit`
+    unit: str = "line"  # "line" | "record"
 
     @property
     def question_type(self) -> str | None:
@@ -56,7 +57,7 @@ class Question:
         return {"scene": row.get("scene"), "dataset": row.get("dataset"), "scene_name": name, "images": row.get("images")}
 
     def where(self) -> str:
-        return f"{self.source}:{self.line} (question {self.qid})"
+        return f"{position(self.source, self.line, self.unit)} (question {self.qid})"
 
 
 @dataclass
@@ -68,13 +69,19 @@ class Problem:
     qid: str | None
     message: str
     row: dict | None = None
+    unit: str = "line"  # "line" of a JSONL file | "record" of a JSON list or Parquet file
 
     def __str__(self) -> str:
         who = f" (question {self.qid})" if self.qid is not None else ""
-        return f"{self.source}:{self.line}{who}: {self.message}"
+        return f"{position(self.source, self.line, self.unit)}{who}: {self.message}"
 
     def to_record(self, stage: str = "questions") -> dict:
-        return {"stage": stage, "file": self.source, "line": self.line, "id": self.qid, "error": self.message}
+        return {"stage": stage, "file": self.source, self.unit: self.line, "id": self.qid, "error": self.message}
+
+
+def position(source: str, n: int, unit: str = "line") -> str:
+    """Where a row is: "file.jsonl:12" (a line), "file.json record 12" (a JSON list's 12th record)."""
+    return f"{source}:{n}" if unit == "line" else f"{source} {unit} {n}"
 
 
 @dataclass
@@ -90,8 +97,24 @@ class QuestionSet:
         return any(q.ground_truth is not None for q in self.questions)
 
 
+def refuse_json_array(path: Path) -> None:
+    """A JSON array saved under a JSON Lines name (its lines would each read as malformed JSON):
+    an InputError saying so. Only a file whose first character is `[` is parsed whole."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not head.startswith(b"["):
+        return
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, UnicodeDecodeError):
+        return  # not one JSON document: its lines are reported one by one
+    if isinstance(document, list):
+        raise InputError(f"{path} holds a JSON array; name it .json")
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """(line number, parsed value or None, error or None) per non-blank line."""
+    refuse_json_array(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -197,7 +220,7 @@ def _row_problem(row: Any, require_scene: bool) -> str | None:
 
 
 def questions_from_records(
-    source: str, records: Iterable[tuple[int, Any, str | None]], *, require_scene: bool = True
+    source: str, records: Iterable[tuple[int, Any, str | None]], *, require_scene: bool = True, unit: str = "line"
 ) -> QuestionSet:
     """Validate already-parsed rows, each as (line, value or None, parse error or None), into a
     QuestionSet: the per-row rules of :func:`read_questions` (ids, duplicates, scenes), shared
@@ -212,18 +235,18 @@ def questions_from_records(
         if error is None:
             error = _row_problem(row, require_scene)
         if error is None and qid is not None and qid in seen:
-            error = f"duplicate id {qid!r} (first seen on line {seen[qid]}); this row is skipped"
+            error = f"duplicate id {qid!r} (first seen on {unit} {seen[qid]}); this row is skipped"
         if error is not None:
-            result.problems.append(Problem(source, line, qid, error, row if isinstance(row, dict) else None))
+            result.problems.append(Problem(source, line, qid, error, row if isinstance(row, dict) else None, unit))
             continue
         if qid is None:
             qid = f"line-{line}"
             if qid in seen:  # an earlier row has this very id: two answers would share it
-                error = f"has no id, and its line-based id {qid!r} is taken by line {seen[qid]}; this row is skipped"
-                result.problems.append(Problem(source, line, None, error, row))
+                error = f"has no id, and its line-based id {qid!r} is taken by {unit} {seen[qid]}; this row is skipped"
+                result.problems.append(Problem(source, line, None, error, row, unit))
                 continue
         seen[qid] = line
-        result.questions.append(Question(len(result.questions), qid, row, source, line))
+        result.questions.append(Question(len(result.questions), qid, row, source, line, unit))
     return result
 
 
@@ -239,7 +262,8 @@ def read_questions(path: str | os.PathLike, *, require_scene: bool = True) -> Qu
     if path.is_dir():
         raise InputError(f"question file {path} is a directory")
     reader = _reader(path)
-    result = questions_from_records(str(path), reader(path), require_scene=require_scene)
+    unit = "line" if reader is _iter_jsonl else "record"
+    result = questions_from_records(str(path), reader(path), require_scene=require_scene, unit=unit)
     if not result.questions and not result.problems:
         raise InputError(f"question file {path} holds no questions")
     return result

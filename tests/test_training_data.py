@@ -296,7 +296,7 @@ def test_llava_multi_turn_one_example_per_pair(tmp_path):
     assert all(ex.scene_spec == first[0].scene_spec for ex in ts)
     # the three turns of both records are about one scene: six examples of one video
     assert len(ts.examples) == 6 and {ex.scene_spec["scene"] for ex in ts} == {"arkitscenes/47115148.mp4"}
-    assert ts.examples[1].where() == f"{path}:1 turn 2 (example line-1#2)"
+    assert ts.examples[1].where() == f"{path} record 1 turn 2 (example line-1#2)"  # a JSON list: records (#22.9)
 
 
 def test_llava_images_list(tmp_path):
@@ -462,7 +462,7 @@ def test_sqa3d_bad_rows_are_named(tmp_path):
     assert [ex.line for ex in ts] == [1, 2]
     got = problems_by_line(ts)
     assert set(got) == {3, 4, 5, 6, 7}
-    assert got[3] == f"{q}:3 (question 3): no annotation with question_id 3 in {a.name}"
+    assert got[3] == f"{q} record 3 (question 3): no annotation with question_id 3 in {a.name}"
     assert "empty target: the first answer is empty (annotation row 3)" in got[4]
     assert "scene_id 'scene0003_00' but its annotation (row 4) says 'scene0999_00'" in got[5]
     assert "duplicate question_id 220602000002 (first on row 1)" in got[6]

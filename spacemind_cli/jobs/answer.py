@@ -130,7 +130,7 @@ def run_answer(
         for p in qset.problems:
             errors.add(p.to_record("questions"))
         for q, reason in plan.failures:
-            errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+            errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid, "error": reason})
         failed_questions = len(plan.failures)
 
         tally = RunTally()
@@ -145,7 +145,7 @@ def run_answer(
             if result.status != "ok":
                 for ref in item.questions:
                     q = qset.questions[ref.index]
-                    errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid,
+                    errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid,
                                 "scene": item.scene.key, "error": result.error})
                 failed_questions += len(item.questions)
             else:
@@ -155,7 +155,7 @@ def run_answer(
                 tally.answered += len(records)
                 for bad in result.question_errors:
                     q = qset.questions[bad.key]
-                    errors.add({"stage": "question", "file": q.source, "line": q.line, "id": q.qid,
+                    errors.add({"stage": "question", "file": q.source, q.unit: q.line, "id": q.qid,
                                 "scene": item.scene.key, "error": bad.error})
                     failed_questions += 1
             if progress:

@@ -50,7 +50,7 @@ def run_extract(
     for p in problems:
         errors.add(p.to_record("questions"))
     for q, reason in failures:
-        errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+        errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid, "error": reason})
 
     status = Counter()
     actors: dict[str, dict] = {}

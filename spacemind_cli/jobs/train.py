@@ -280,7 +280,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
     for tag, qs in (("train", train_q), ("eval", eval_q)):
         plan = plan_answer(root, qs, max_per_item=len(qs) or 1)
         for q, reason in plan.failures:
-            errors.add({"stage": "scene", "file": q.source, "line": q.line, "id": q.qid, "error": reason})
+            errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid, "error": reason})
         for item in plan.items:
             scenes[item.scene.key] = item.scene
             for ref in item.questions:
@@ -318,7 +318,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         problem = budget.example_problem(f"{ex.source} {_position(ex)} (example {ex.id})", ex.prompt, ex.target,
                                          frames[key])
         if problem:
-            errors.add({"stage": "example", "file": ex.source, "line": ex.line, "id": ex.id, "error": problem})
+            errors.add({"stage": "example", "file": ex.source, ex.unit: ex.line, "id": ex.id, "error": problem})
             continue
         examples.append({"id": ex.id, "feature_key": key, "prompt": ex.prompt, "target": ex.target,
                          "scene": scene_of[("train", q.index)]})
@@ -336,4 +336,4 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
 
 def _position(ex) -> str:
     """Where an example is in its file: "line N" of JSONL, "record N" of a JSON list or Parquet."""
-    return f"line {ex.line}"
+    return f"{ex.unit} {ex.line}"

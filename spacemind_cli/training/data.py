@@ -72,6 +72,7 @@ from ..questions import (
     Question,
     _iter_jsonl,
     _iter_parquet,
+    position,
     questions_from_records,
     read_json_document,
 )
@@ -101,11 +102,12 @@ class TrainingExample:
     target: str  # what the evaluated model should say
     row: dict  # the question row (answer schema): the file's own row, or the converted one
     raw: dict  # the record as read (SQA3D: {"question": ..., "annotation": ...})
+    unit: str = "line"  # what `line` counts: "line" (JSONL) | "record" (JSON list, Parquet)
 
     @property
     def scene_spec(self) -> dict:
         """{"scene", "dataset", "scene_name", "images"}, as Question.scene_spec (the planner's input)."""
-        return Question(0, self.id, self.row, self.source, self.line).scene_spec
+        return Question(0, self.id, self.row, self.source, self.line, self.unit).scene_spec
 
     @property
     def question_type(self) -> str | None:
@@ -136,7 +138,7 @@ class TrainingExample:
 
     def where(self) -> str:
         turn = f" turn {self.turn}" if self.turn > 1 else ""
-        return f"{self.source}:{self.line}{turn} (example {self.id})"
+        return f"{position(self.source, self.line, self.unit)}{turn} (example {self.id})"
 
 
 @dataclass
@@ -156,7 +158,7 @@ class TrainingSet:
     def questions(self) -> list[Question]:
         """The examples as ``Question``s (index = position here), for code written for question
         files, such as the answer planner (``jobs.plan.plan_answer``) that resolves their scenes."""
-        return [Question(i, ex.id, ex.row, ex.source, ex.line) for i, ex in enumerate(self.examples)]
+        return [Question(i, ex.id, ex.row, ex.source, ex.line, ex.unit) for i, ex in enumerate(self.examples)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,13 +177,13 @@ def read_training_file(path: str | os.PathLike, options: TrainingOptions | None 
         raise InputError(f"training file {path} does not exist")
     if path.is_dir():
         raise InputError(f"training file {path} is a directory")
-    kind, records, document = _load(path)
+    kind, records, document, unit = _load(path)
     if kind == "sqa3d":
         result = _read_sqa3d(path, document, options)
     elif kind == "llava":
-        result = _read_llava(path, records, options)
+        result = _read_llava(path, records, options, unit)
     else:
-        result = _read_questions(path, records, options)
+        result = _read_questions(path, records, options, unit)
     if not result.examples:
         first = f"; first: {result.problems[0]}" if result.problems else ""
         raise InputError(
@@ -196,21 +198,24 @@ def read_training_file(path: str | os.PathLike, options: TrainingOptions | None 
 Records = list[tuple[int, Any, "str | None"]]
 
 
-def _load(path: Path) -> tuple[str, Records, Any]:
-    """(format, rows as (line, value, parse error), the whole JSON document if one)."""
+def _load(path: Path) -> tuple[str, Records, Any, str]:
+    """(format, rows as (position, value, parse error), the whole JSON document if one, what a
+    position counts: "line" or "record")."""
     ext = path.suffix.lower()
-    document = None
+    document, unit = None, "record"
     if ext in JSONL_EXTS:
-        records = list(_iter_jsonl(path))
+        records, unit = list(_iter_jsonl(path)), "line"
     elif ext in PARQUET_EXTS:
         records = list(_iter_parquet(path))
     elif ext in JSON_EXTS:
         document, records = _load_json(path)
         if sqa3d.sqa3d_kind(document):
-            return "sqa3d", [], document
+            return "sqa3d", [], document, unit
+        if document is None:  # JSON Lines under a .json name
+            unit = "line"
     else:
         raise InputError(f"training file {path}: unknown format {ext!r} (use .jsonl, .json or .parquet)")
-    return _detect(path, records), records, document
+    return _detect(path, records), records, document, unit
 
 
 def _load_json(path: Path) -> tuple[Any, Records]:
@@ -248,24 +253,24 @@ def _progress(options: TrainingOptions, n: int) -> None:
         options.progress(n)
 
 
-def _read_questions(path: Path, records: Records, options: TrainingOptions) -> TrainingSet:
-    qs = questions_from_records(str(path), records, require_scene=True)
+def _read_questions(path: Path, records: Records, options: TrainingOptions, unit: str) -> TrainingSet:
+    qs = questions_from_records(str(path), records, require_scene=True, unit=unit)
     result = TrainingSet(str(path), "questions", problems=list(qs.problems), sources=[str(path)])
     for n, q in enumerate(qs.questions, start=1):
         _progress(options, n)
         try:
             target = target_text(q.row)
         except TargetError as exc:
-            result.problems.append(Problem(q.source, q.line, q.qid, str(exc), q.row))
+            result.problems.append(Problem(q.source, q.line, q.qid, str(exc), q.row, unit))
             continue
         result.examples.append(
-            TrainingExample(q.qid, q.source, q.line, 1, "questions", build_prompt(q.row), target, q.row, q.row)
+            TrainingExample(q.qid, q.source, q.line, 1, "questions", build_prompt(q.row), target, q.row, q.row, unit)
         )
     result.problems.sort(key=lambda p: p.line)
     return result
 
 
-def _read_llava(path: Path, records: Records, options: TrainingOptions) -> TrainingSet:
+def _read_llava(path: Path, records: Records, options: TrainingOptions, unit: str) -> TrainingSet:
     src = str(path)
     result = TrainingSet(src, "llava", sources=[src])
     seen: set[str] = set()
@@ -282,14 +287,14 @@ def _read_llava(path: Path, records: Records, options: TrainingOptions) -> Train
         if error is None and "conversations" not in record:
             error = "not a LLaVA record (no 'conversations')" + (" but a question row" if "question" in record else "")
         if error is not None:
-            result.problems.append(Problem(src, line, base, error, record if isinstance(record, dict) else None))
+            result.problems.append(Problem(src, line, base, error, record if isinstance(record, dict) else None, unit))
             continue
         base = unique(base or f"line-{line}", line)
         try:
             pairs = llava.turn_pairs(record)
             media = llava.media_fields(record)
         except llava.RecordError as exc:
-            result.problems.append(Problem(src, line, base, str(exc), record))
+            result.problems.append(Problem(src, line, base, str(exc), record, unit))
             continue
         for k, (human, gpt) in enumerate(pairs, start=1):
             ex_id = base if len(pairs) == 1 else unique(f"{base}#{k}", line)
@@ -299,9 +304,9 @@ def _read_llava(path: Path, records: Records, options: TrainingOptions) -> Train
                 target = target_text(row)
             except (llava.RecordError, TargetError) as exc:
                 where = f"turn {k}: " if len(pairs) > 1 else ""
-                result.problems.append(Problem(src, line, ex_id, where + str(exc), record))
+                result.problems.append(Problem(src, line, ex_id, where + str(exc), record, unit))
                 continue
-            result.examples.append(TrainingExample(ex_id, src, line, k, "llava", prompt, target, row, record))
+            result.examples.append(TrainingExample(ex_id, src, line, k, "llava", prompt, target, row, record, unit))
     return result
 
 
@@ -323,9 +328,10 @@ def _read_sqa3d(path: Path, document: dict, options: TrainingOptions) -> Trainin
         try:
             target = target_text(row)
         except TargetError as exc:
-            result.problems.append(Problem(str(q_path), line, ex_id, str(exc), row))
+            result.problems.append(Problem(str(q_path), line, ex_id, str(exc), row, "record"))
             continue
-        result.examples.append(TrainingExample(ex_id, str(q_path), line, 1, "sqa3d", build_prompt(row), target, row, raw))
+        result.examples.append(TrainingExample(ex_id, str(q_path), line, 1, "sqa3d", build_prompt(row), target, row, raw,
+                                               "record"))
     return result
 
 

@@ -119,11 +119,11 @@ def sqa3d_rows(questions_path: Path, questions: dict, annotations_path: Path, an
     by_id: dict[str, tuple[int, dict]] = {}
     for i, a in enumerate(annotations["annotations"], start=1):
         if not isinstance(a, dict) or isinstance(a.get("question_id"), (bool, type(None))):
-            yield Problem(src_a, i, None, "an annotation must be an object with a 'question_id'")
+            yield Problem(src_a, i, None, "an annotation must be an object with a 'question_id'", unit="record")
             continue
         key = str(a["question_id"])
         if key in by_id:
-            yield Problem(src_a, i, key, f"duplicate annotation (first on row {by_id[key][0]}); this one is skipped")
+            yield Problem(src_a, i, key, f"duplicate annotation (first on row {by_id[key][0]}); this one is skipped", unit="record")
             continue
         by_id[key] = (i, a)
     asked: set[str] = set()
@@ -145,7 +145,7 @@ def sqa3d_rows(questions_path: Path, questions: dict, annotations_path: Path, an
             elif isinstance(a.get("scene_id"), str) and a["scene_id"] != q["scene_id"]:
                 error = f"scene_id {q['scene_id']!r} but its annotation (row {a_line}) says {a['scene_id']!r}"
         if error is not None:
-            yield Problem(src_q, line, qid, error, q if isinstance(q, dict) else None)
+            yield Problem(src_q, line, qid, error, q if isinstance(q, dict) else None, "record")
             continue
         seen[qid] = line
         row = {
