@@ -16,11 +16,10 @@ from safetensors.torch import load_file, save_file
 from spacemind_cli.errors import CheckpointError
 from spacemind_cli.models import internvl
 from spacemind_cli.models.assemble import assemble
-from spacemind_cli.models.checkpoint import copy_folder
+from spacemind_cli.models.checkpoint import checkpoint_id, copy_folder, encoder_fingerprint
 from spacemind_cli.models.inspect import inspect
 from spacemind_cli.models.lora import merge_lora
 from spacemind_cli.models.preprocess import prepare
-from spacemind_cli.models.checkpoint import checkpoint_id, encoder_fingerprint
 from spacemind_cli.models.spacemind import SpaceMind
 from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
 

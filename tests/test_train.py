@@ -57,7 +57,7 @@ def dataset(tmp_path_factory):
 
 def exact_rate(answers: Path, dataset) -> tuple[float, float]:
     """(share of all answers equal to the training target, share of the same-text questions)."""
-    from spacemind_cli.training import read_training_file
+    from spacemind_cli.training.data import read_training_file
 
     target = {ex.id: ex.target for ex in read_training_file(dataset["train"]).examples}
     got = {str(r["id"]): r["prediction"] for r in rows(answers)}

@@ -40,7 +40,7 @@ def longest_fitting_answer(ckpt: Path, question: str) -> tuple[str, int, int]:
     prefix, counted with the tokenization training itself uses (SpaceMind.segment), the model's
     context, and the tokens with one more word (just over it)."""
     from spacemind_cli.models.spacemind import SpaceMind
-    from spacemind_cli.training import read_training_file
+    from spacemind_cli.training.data import read_training_file
 
     sm = SpaceMind.from_pretrained(ckpt, llm=True, lazy_vggt=True)
     limit = sm.internvl.config.text_config.max_position_embeddings
@@ -69,7 +69,7 @@ def test_the_budget_refuses_exactly_what_exceeds_the_context(tiny_ckpt):
     budget = ContextBudget.from_checkpoint(tiny_ckpt)
     assert budget.limit == limit
     tmp = tiny_ckpt.parent / "probe.json"
-    from spacemind_cli.training import read_training_file
+    from spacemind_cli.training.data import read_training_file
 
     tmp.write_text(json.dumps([record("p", question, "x")]))
     prompt = read_training_file(tmp).examples[0].prompt

@@ -14,7 +14,7 @@ from spacemind_cli.eval import Record, evaluate_records
 from spacemind_cli.parsing import parse_answer
 from spacemind_cli.prompts import build_prompt
 from spacemind_cli.questions import read_questions
-from spacemind_cli.training import (
+from spacemind_cli.training.data import (
     TargetError,
     TrainingOptions,
     read_training_file,
@@ -506,9 +506,9 @@ def test_same_file_same_ids_and_order(tmp_path):
 
 
 def test_progress_callback(tmp_path, monkeypatch):
-    from spacemind_cli.training import data
+    from spacemind_cli.training.data import examples
 
-    monkeypatch.setattr(data, "PROGRESS_EVERY", 2)
+    monkeypatch.setattr(examples, "PROGRESS_EVERY", 2)
     seen = []
     path = write_jsonl(tmp_path / "p.jsonl", VSI590K)
     read_training_file(path, TrainingOptions(progress=seen.append))

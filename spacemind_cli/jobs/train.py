@@ -31,8 +31,8 @@ from ..models.context import ContextBudget
 from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
-from ..training import TrainingSet, read_training_file
 from ..training.config import TrainConfig
+from ..training.data import TrainingSet, read_training_file
 from ..training.loop import TrainSpec
 from ..training.state import examples_digest, latest_state, resume_refusal
 from .output import ErrorLog

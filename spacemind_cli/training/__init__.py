@@ -1,27 +1,5 @@
-"""Training data for ``spacemind train``: files users already have, read into examples whose
-prompts are exactly those ``spacemind answer`` asks and whose targets are what the evaluated
-model should say. See :mod:`.data` (formats, what the public datasets hold), :mod:`.llava`,
-:mod:`.sqa3d` and :mod:`.targets`."""
-
-from .data import (
-    FORMATS,
-    TrainingExample,
-    TrainingOptions,
-    TrainingSet,
-    read_training_file,
-    write_question_file,
-)
-from .llava import QUESTION_TYPE_ALIASES
-from .targets import TargetError, target_text
-
-__all__ = [
-    "FORMATS",
-    "QUESTION_TYPE_ALIASES",
-    "TargetError",
-    "TrainingExample",
-    "TrainingOptions",
-    "TrainingSet",
-    "read_training_file",
-    "target_text",
-    "write_question_file",
-]
+"""Training SpaceMind (`spacemind train`): the readers of training files are in :mod:`.data`; the
+engine is the rest: :mod:`.config` (hyperparameters), :mod:`.schedule` (which questions each step
+trains on), :mod:`.model` (the trainable model), :mod:`.loop`, :mod:`.parallel` (replicated or
+sharded workers), :mod:`.state` (resumable state), :mod:`.evaluate` (held-out answers during
+training) and :mod:`.export` (the trained checkpoint folder)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..prompts import VSI_NUMERIC_TYPES, benchmark_of
+from ...prompts import VSI_NUMERIC_TYPES, benchmark_of
 
 # "A", "A.", "(A)", "A)", "A:" - a bare option letter as ground truths and option labels write it.
 _BARE_LETTER = re.compile(r"^\(?([A-Za-z])\)?[\.\):]?$")

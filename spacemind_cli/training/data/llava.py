@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..prompts import (
+from ...prompts import (
     CHOICE_POST_PROMPT,
     NUMERIC_POST_PROMPT,
     VSI_NUMERIC_TYPES,

@@ -23,8 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..questions import Problem, read_json_document
+from ...errors import InputError
+from ...questions import Problem, read_json_document
 
 log = logging.getLogger(__name__)
 

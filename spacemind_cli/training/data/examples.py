@@ -61,9 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..prompts import build_prompt
-from ..questions import (
+from ...errors import InputError
+from ...prompts import build_prompt
+from ...questions import (
     JSON_EXTS,
     JSON_LINES,
     JSONL_EXTS,
@@ -342,7 +342,7 @@ def write_question_file(examples: TrainingSet | Iterable[TrainingExample], path:
     """Write examples as a JSONL question file (answer schema) that ``spacemind answer`` and
     :func:`read_training_file` read back with the same ids, prompts, targets and scenes.
     Atomic: the file appears whole or not at all. Returns the number of rows written."""
-    from ..files import atomic_write_text, json_line
+    from ...files import atomic_write_text, json_line
 
     path = Path(path)
     rows, seen = [], {}
