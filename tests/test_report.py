@@ -194,7 +194,7 @@ def test_rebuild_reuses_thumbnails_without_decoding(runs, tmp_path, monkeypatch)
 
 
 def test_frame_folders_and_parquet_answers(tmp_path):
-    from spacemind_cli.files import write_parquet
+    from spacemind_cli.tables import write_parquet
 
     rows = make_rows(0)
     write_parquet(tmp_path / "a.parquet", lambda: iter(rows))  # as `spacemind answer --output X.parquet`

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import resource_error
-from ..files import merged_schema, row_batches, to_table
+from ..tables import merged_schema, row_batches, to_table
 
 FLAT_DATASET = "default"  # partition value for scenes of a flat root (no dataset folder)
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, resource_error
-from ..files import (atomic_write_text, claim_temp, json_line, release_temp, remove_quietly, remove_stale_temps,
-                     write_parquet)
+from ..files import atomic_write_text, claim_temp, json_line, release_temp, remove_quietly, remove_stale_temps
 from ..fingerprint import text_digest
+from ..tables import write_parquet
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CheckpointError, InputError
-from ..files import atomic_write_text, write_parquet
+from ..files import atomic_write_text
 from ..fingerprint import file_digest, text_digest
 from ..locks import output_lock
 from ..models.checkpoint import load_config
@@ -31,6 +31,7 @@ from ..models.context import ContextBudget
 from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
+from ..tables import write_parquet
 from ..training.config import TrainConfig
 from ..training.data import TrainingSet, read_training_file
 from ..training.loop import TrainSpec
