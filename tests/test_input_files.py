@@ -49,7 +49,7 @@ def test_a_json_array_named_jsonl_is_named_as_such(tmp_path, root, tiny_ckpt):
 
 def test_positions_in_a_json_array_are_records_not_lines(tmp_path):
     from spacemind_cli.questions import read_questions
-    from spacemind_cli.training import read_training_file
+    from spacemind_cli.training.data import read_training_file
 
     good = {"video": "room.mp4", "conversations": [{"from": "human", "value": "<video>\nHow many?"},
                                                    {"from": "gpt", "value": "2"}]}
