@@ -279,10 +279,21 @@ def test_run_failures_listed_and_missing_errors_file_is_fine(runs, tmp_path):
     assert "question too long for the context" in html and "100, 101, 102" in html
 
 
+def test_a_partly_labelled_run_is_scored_and_the_report_says_how_many_were_not(tmp_path):
+    rows = make_rows(0)
+    rows = [{k: v for k, v in r.items() if k != "ground_truth"} if i % 10 == 3 else r for i, r in enumerate(rows)]
+    unlabelled = sum(1 for r in rows if "ground_truth" not in r)
+    summary = build_report(write_jsonl(tmp_path / "a.jsonl", rows), VIDEOS, tmp_path / "r", config=FAST)
+    assert summary["benchmark"] == "vsibench" and summary["scored"] == len(rows) - unlabelled
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert f"{unlabelled} without ground truth (unscored)" in html
+    assert f"{unlabelled} question(s) without ground truth left unscored" in html
+
+
 def test_unscorable_answers_still_get_a_report(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "ground_truth"} for r in make_rows(0)]
     summary = build_report(write_jsonl(tmp_path / "a.jsonl", rows), VIDEOS, tmp_path / "r", config=FAST)
-    assert summary["benchmark"] is None and "no ground_truth" in summary["not_scored"]
+    assert summary["benchmark"] is None and "no row has ground truth" in summary["not_scored"]
     data = page_data(tmp_path / "r")
     assert len(data["questions"]) == 68 and all(q["r"][0]["v"] == "unscored" for q in data["questions"])
     assert "Not scored:" in (tmp_path / "r" / "index.html").read_text()

@@ -223,3 +223,8 @@ def aggregate_categories(
     total_missing = sum(c.n_missing for c in cells)
     avg_cell = Score(group, avg_column, avg_key, avg, total_n, total_missing, is_average=True)
     return [avg_cell, *cells], notes
+
+
+def unlabelled_note(n: int) -> str:
+    """The note of a partly labelled file: its rows without ground truth are not scored."""
+    return f"{n} question(s) without ground truth left unscored"

@@ -86,6 +86,37 @@ def detect_benchmark(records: list[Record], source: str | Path = "") -> tuple[st
     raise InputError(f"{source}: cannot tell the benchmark (question types: {seen}); pass --benchmark")
 
 
+def _row_family(rec: Record) -> str | None:
+    """Which benchmark one row belongs to, as far as the row alone says: the benchmark its fields
+    name, "sqa3d" for SQA3D's shape (answers / situation), "vsi-style" for VSI-Bench's and
+    SPBench's question types (their rows share a schema), else None."""
+    for name in _MARKER_FIELDS:
+        m = _marker(rec.get(name))
+        if m:
+            return "vsi-style" if m in ("vsibench", "spbench") else m
+    if "answers" in rec.fields or "situation" in rec.fields:
+        return "sqa3d"
+    if rec.get("question_type") in spbench.KNOWN_TYPES:
+        return "vsi-style"
+    return None
+
+
+def refuse_mixed(records: list[Record], source: str | Path = "") -> None:
+    """An InputError when the rows come from more than one benchmark (one scorer would read the
+    others' rows as broken), naming how many rows each has and where the first of each is."""
+    first: dict[str, Record] = {}
+    counts: Counter[str] = Counter()
+    for rec in records:
+        family = _row_family(rec)
+        if family is not None:
+            counts[family] += 1
+            first.setdefault(family, rec)
+    if len(counts) > 1:
+        names = {"vsi-style": "VSI-Bench/SPBench", "sqa3d": "SQA3D"}
+        parts = ", ".join(f"{names.get(k, k)} {n} row(s) (first: {first[k].loc})" for k, n in counts.most_common())
+        raise InputError(f"{source} mixes benchmarks: {parts}; score each benchmark's answers in a file of its own")
+
+
 def normalise_benchmark(name: str) -> str:
     key = name.strip().lower()
     if key == "auto":
@@ -109,6 +140,7 @@ def evaluate_records(
     bench = normalise_benchmark(benchmark)
     detected_note = None
     if bench == "auto":
+        refuse_mixed(records, source)
         bench, reason = detect_benchmark(records, source)
         detected_note = f"benchmark auto-detected as {bench}: {reason}"
         log.info(detected_note)
@@ -138,6 +170,8 @@ def evaluate_records(
     if detected_note:
         result.notes.insert(0, detected_note)
     result.input_format = records[0].fmt if records else ""
+    if result.n_scored == 0 and result.n_unlabelled:
+        raise InputError(f"{source}: no row has ground truth ({result.n_unlabelled} without); nothing to score")
     if result.n_scored == 0:
         raise InputError(f"{source}: no row could be scored as {bench} (unscored types: {result.unscored})")
     return result

@@ -60,6 +60,7 @@ def to_json(result: EvalResult, include_samples: bool = False) -> dict[str, Any]
         "n_rows": result.n_rows,
         "n_scored": result.n_scored,
         "n_missing_prediction": result.n_missing_prediction,
+        "n_unlabelled": result.n_unlabelled,
         "unscored": dict(result.unscored),
         "per_question_type": result.per_type,
         "notes": list(result.notes),
@@ -90,6 +91,7 @@ def result_from_json(data: Any, source: str | Path = "") -> EvalResult:
         n_rows=int(data.get("n_rows") or 0),
         n_scored=int(data.get("n_scored") or 0),
         n_missing_prediction=int(data.get("n_missing_prediction") or 0),
+        n_unlabelled=int(data.get("n_unlabelled") or 0),
         unscored=dict(data.get("unscored") or {}),
         per_type=dict(data.get("per_question_type") or {}),
         notes=list(data.get("notes") or []),
@@ -234,6 +236,8 @@ def _caption(result: EvalResult) -> str:
     parts = [f"{result.n_scored} questions scored"]
     if result.n_missing_prediction:
         parts.append(f"{result.n_missing_prediction} without prediction (wrong)")
+    if result.n_unlabelled:
+        parts.append(f"{result.n_unlabelled} without ground truth (unscored)")
     if result.unscored:
         parts.append("unscored: " + ", ".join(f"{k} ({v})" for k, v in sorted(result.unscored.items())))
     parts.append(f"variant: {result.variant}")

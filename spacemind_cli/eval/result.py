@@ -74,6 +74,7 @@ class EvalResult:
     n_rows: int = 0  # rows read from the file
     n_scored: int = 0  # rows scored (including rows with no prediction, which score 0)
     n_missing_prediction: int = 0
+    n_unlabelled: int = 0  # rows without ground truth: left unscored (a partly labelled file)
     unscored: dict[str, int] = field(default_factory=dict)  # question type -> rows not scored
     # question type -> {"value": percent, "n": rows, "n_missing": rows without prediction}
     per_type: dict[str, dict[str, Any]] = field(default_factory=dict)

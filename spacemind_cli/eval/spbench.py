@@ -55,6 +55,7 @@ from .common import (
     per_type_table,
     to_float,
     variant_name,
+    unlabelled_note,
 )
 from .records import Record
 from .result import EvalResult, Score
@@ -205,6 +206,7 @@ def score_records(
     file_part = part_from_text(Path(source).name.split(".")[0])
     samples: list[dict[str, Any]] = []
     unscored: dict[str, int] = {}
+    unlabelled = 0
     for rec in records:
         qt = rec.get("question_type")
         if not isinstance(qt, str) or not qt:
@@ -212,8 +214,9 @@ def score_records(
         if qt not in KNOWN_TYPES:
             unscored[qt] = unscored.get(qt, 0) + 1
             continue
-        if rec.get("ground_truth") is None:
-            raise InputError(f"{rec.loc}: no ground_truth")
+        if rec.get("ground_truth") is None:  # a partly labelled file: the labelled rows are scored
+            unlabelled += 1
+            continue
         p = part_of(rec, forced, file_part)
         text = rec.parsed if "parsed" in variants else rec.prediction
         sample: dict[str, Any] = {"id": rec.get("id"), "line": rec.line, "part": p, "question_type": qt, "missing": text is None}
@@ -280,6 +283,8 @@ def score_records(
     n_missing = sum(1 for s in samples if s["missing"])
     if n_missing:
         notes.append(f"{n_missing} question(s) without a prediction, scored as wrong")
+    if unlabelled:
+        notes.append(unlabelled_note(unlabelled))
     return EvalResult(
         benchmark=BENCHMARK,
         variant=variant_name(variants),
@@ -290,6 +295,7 @@ def score_records(
         n_rows=len(records),
         n_scored=len(samples),
         n_missing_prediction=n_missing,
+        n_unlabelled=unlabelled,
         unscored=unscored,
         per_type=per_type,
         notes=notes,

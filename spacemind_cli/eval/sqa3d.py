@@ -39,7 +39,7 @@ from typing import Any
 
 from spacemind_cli.errors import InputError
 
-from .common import mean, variant_name
+from .common import mean, unlabelled_note, variant_name
 from .records import Record
 from .result import EvalResult, Score
 
@@ -142,7 +142,11 @@ def answers_of(rec: Record) -> list[str]:
 def score_records(records: list[Record], variants: frozenset[str], source: str, label: str) -> EvalResult:
     empty_matches = "nonempty" not in variants
     samples: list[dict[str, Any]] = []
+    unlabelled = 0
     for rec in records:
+        if rec.get("answers") is None and rec.get("ground_truth") is None:  # partly labelled: score the rest
+            unlabelled += 1
+            continue
         question = rec.get("question")
         if not isinstance(question, str):
             raise InputError(f"{rec.loc}: no question text (needed for the SQA3D question-type breakdown)")
@@ -198,6 +202,8 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
     if empties:
         how = "contained in every answer, so EM@R1 = 1, as LEO's code scores them" if empty_matches else "never match (variant nonempty)"
         notes.append(f"{empties} prediction(s) empty after normalisation: {how}")
+    if unlabelled:
+        notes.append(unlabelled_note(unlabelled))
     return EvalResult(
         benchmark=BENCHMARK,
         variant=variant_name(variants),
@@ -208,6 +214,7 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
         n_rows=len(records),
         n_scored=len(samples),
         n_missing_prediction=n_missing_all,
+        n_unlabelled=unlabelled,
         unscored={},
         per_type=per_type,
         notes=notes,

@@ -43,6 +43,7 @@ from .common import (
     per_type_table,
     to_float,
     variant_name,
+    unlabelled_note,
 )
 from .records import Record
 from .result import EvalResult
@@ -115,6 +116,7 @@ def _text(rec: Record, variants: frozenset[str]) -> str | None:
 def score_records(records: list[Record], variants: frozenset[str], source: str, label: str) -> EvalResult:
     samples: list[dict[str, Any]] = []
     unscored: dict[str, int] = {}
+    unlabelled = 0
     for rec in records:
         qt = rec.get("question_type")
         if not isinstance(qt, str) or not qt:
@@ -122,8 +124,9 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
         if qt not in KNOWN_TYPES:
             unscored[qt] = unscored.get(qt, 0) + 1
             continue
-        if rec.get("ground_truth") is None:
-            raise InputError(f"{rec.loc}: no ground_truth")
+        if rec.get("ground_truth") is None:  # a partly labelled file: the labelled rows are scored
+            unlabelled += 1
+            continue
         text = _text(rec, variants)
         sample: dict[str, Any] = {"id": rec.get("id"), "line": rec.line, "question_type": qt, "missing": text is None}
         if qt in NA_QUESTION_TYPES:
@@ -161,6 +164,8 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
     n_missing = sum(1 for s in samples if s["missing"])
     if n_missing:
         notes.append(f"{n_missing} question(s) without a prediction, scored as wrong")
+    if unlabelled:
+        notes.append(unlabelled_note(unlabelled))
     return EvalResult(
         benchmark=BENCHMARK,
         variant=variant_name(variants),
@@ -171,6 +176,7 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
         n_rows=len(records),
         n_scored=len(samples),
         n_missing_prediction=n_missing,
+        n_unlabelled=unlabelled,
         unscored=unscored,
         per_type=per_type_table(samples),
         notes=notes,
