@@ -43,14 +43,15 @@ def tiny(
 @handle_errors
 def assemble(
     out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write the checkpoint to."),
-    base: Path = typer.Option(..., "--base", help="HF-format InternVL3 folder (e.g. InternVL3-8B-hf)."),
-    vggt: Path = typer.Option(..., "--vggt", help="VGGT-1B folder (model.safetensors or model.pt) or weight file."),
+    base: Path = typer.Option(..., "--base", help="InternVL folder: transformers' layout (e.g. InternVL3-8B-hf) or InternVL's original layout (e.g. InternVL3-8B, most fine-tunes; converted, no remote code run)."),
+    vggt: Optional[Path] = typer.Option(None, "--vggt", help="VGGT-1B folder (config.json + model.safetensors or model.pt) or weight file; not needed with --fusion none."),
     fusion_weights: Optional[Path] = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
     lora: Optional[Path] = typer.Option(None, "--lora", help="PEFT LoRA adapter folder for the LLM."),
     fusion: str = typer.Option("cgmf", "--fusion", help="cgmf | none (plain InternVL baseline)."),
     num_frames: int = typer.Option(32, "--num-frames", help="Default frames per scene."),
 ):
-    """Build a checkpoint from an InternVL3 folder and a VGGT-1B folder (weights hard-linked when possible)."""
+    """Build a checkpoint from an InternVL folder and a VGGT-1B folder (weights hard-linked when possible;
+    an original-layout InternVL folder is converted to transformers' layout)."""
     from ..models.assemble import assemble as do_assemble
 
     path = do_assemble(

@@ -55,6 +55,7 @@ class JobSettings:
     checkpoint_id: str
     preprocess: dict  # PreprocessConfig.to_dict() of the checkpoint
     vggt_layers: tuple[int, ...]
+    has_vggt: bool = True  # False: a plain-InternVL checkpoint (fusion none, no VGGT); features are InternViT's
     num_frames: int = 32
     sampling: str = "paper"
     dtype: str = "fp32"  # resolved: bf16 | fp16 | fp32 (the driver decides, so keys match)
@@ -130,6 +131,7 @@ def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: 
         checkpoint_id=checkpoint_id(checkpoint, trusted),
         preprocess=config.preprocess.to_dict(),
         vggt_layers=tuple(config.vggt_layers),
+        has_vggt=config.vggt is not None,
         num_frames=options.num_frames or config.num_frames,
         sampling=options.sampling or config.sampling,
         dtype=dtype,

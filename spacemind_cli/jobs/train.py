@@ -71,6 +71,9 @@ def run_train(
     if base_config.lora:
         raise CheckpointError(f"{base} already carries a LoRA adapter ({base_config.lora}); train from a checkpoint "
                               "without one (e.g. the one it was assembled from)")
+    if base_config.vggt is None and config.fusion != "none":
+        raise CheckpointError(f"{base} has no VGGT (assembled with --fusion none and no --vggt): train it with "
+                              "--fusion none, or assemble a base with --vggt for a CGMF")
     if out.resolve() == base.resolve():
         raise InputError(f"--output {out} is the base checkpoint itself; give a new folder")
     if not settings.cache:

@@ -5,6 +5,7 @@ path may be read, and the fingerprints that say when two checkpoints compute the
     fusion.safetensors     CGMF weights (absent when fusion = "none")
     internvl/              HF-format InternVL (config, safetensors, tokenizer), or a reference
     vggt/                  VGGT config.json + model.safetensors (or model.pt), or a reference
+                           (config vggt null: none, for fusion = "none")
     lora/                  optional PEFT LoRA adapter for the LLM, merged at load time
 
 Nothing here loads a model: configs, file lists, safetensors headers and file digests only;
@@ -52,7 +53,7 @@ class PromptConfig:
 @dataclass
 class SpaceMindConfig:
     base: str = "internvl"  # InternVL: folder inside the checkpoint, a trusted path, or a hub id
-    vggt: str = "vggt"
+    vggt: str | None = "vggt"  # None: no VGGT at all (fusion "none" only: plain InternVL)
     fusion: str = "cgmf"  # "cgmf" | "none" (plain InternVL baseline)
     cgmf: CGMFConfig = field(default_factory=CGMFConfig)
     vggt_layers: list[int] = field(default_factory=lambda: [-1])
@@ -92,6 +93,8 @@ class SpaceMindConfig:
             raise CheckpointError(f"config has invalid settings: {exc}") from None
         if cfg.fusion not in ("cgmf", "none"):
             raise CheckpointError(f"unknown fusion {cfg.fusion!r} (cgmf | none)")
+        if cfg.vggt is None and cfg.fusion != "none":
+            raise CheckpointError("config has no vggt, which fusion = cgmf needs (fusion = none runs without one)")
         return cfg
 
 
@@ -167,28 +170,31 @@ def encoder_fingerprint(path: str | os.PathLike, trusted_paths=()) -> str:
     root = Path(path)
     config = load_config(root)
     base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
-    vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
     if Path(base).exists():
         vision = safetensors_digest(internvl_weight_files(base), internvl.VISION_PREFIXES)
         vision_cfg = read_json(Path(base) / "config.json")
     else:  # hub id: the id stands for its weights
         vision, vision_cfg = base, {}
-    vggt_files = vggt_weight_files(vggt_path)
-    if vggt_files[0].suffix == ".safetensors":
-        vggt_fp = safetensors_digest(vggt_files, VGGT_PREFIXES)
-    else:
-        vggt_fp = file_digest(vggt_files[0])
     relevant = {
         k: vision_cfg.get(k)
         for k in ("vision_feature_layer", "vision_feature_select_strategy", "downsample_ratio")
     }
-    parts = {"vision": vision, "vggt": vggt_fp, "vision_cfg": relevant}
+    parts = {"vision": vision, "vision_cfg": relevant}
+    vggt_path = None
+    if config.vggt is not None:  # without VGGT the features are InternViT's alone
+        vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
+        vggt_files = vggt_weight_files(vggt_path)
+        if vggt_files[0].suffix == ".safetensors":
+            parts["vggt"] = safetensors_digest(vggt_files, VGGT_PREFIXES)
+        else:
+            parts["vggt"] = file_digest(vggt_files[0])
     # The encoders' architecture settings shape their outputs as much as the weights do (e.g.
     # VGGT's rope_freq, InternViT's norm eps): a changed config must not reuse cached features.
     vision_arch = {k: v for k, v in (vision_cfg.get("vision_config") or {}).items() if k not in _CONFIG_NOISE}
     if vision_arch:
         parts["vision_arch"] = vision_arch
-    parts["vggt_cfg"] = _vggt_config_dict(vggt_path)
+    if vggt_path is not None:
+        parts["vggt_cfg"] = _vggt_config_dict(vggt_path)
     return text_digest(parts)
 
 

@@ -141,7 +141,9 @@ def _internvl(found: _Findings, config: SpaceMindConfig) -> dict:
 
 def _vggt(found: _Findings, config: SpaceMindConfig):
     """The aggregator and camera-head rows; returns (VGGT config or None, parameters of the
-    prediction heads SpaceMind does not use, present in the file)."""
+    prediction heads SpaceMind does not use, present in the file); no rows without a VGGT."""
+    if config.vggt is None:  # fusion none, assembled without --vggt: nothing VGGT is expected
+        return None, 0
     vggt_ref = found.resolve(config.vggt, "vggt")
     vggt_path = Path(vggt_ref or found.root / config.vggt)
     weights, vraw = None, None
@@ -255,8 +257,9 @@ def _summary(config: SpaceMindConfig, internvl_summary: dict, vcfg, unused_heads
         "num_frames": config.num_frames,
         "sampling": config.sampling,
         "preprocess": (
-            f"VGGT {pre.vggt_size}px {pre.vggt_mode} (fill {pre.vggt_pad_value}, patch {pre.vggt_patch}); "
-            f"InternViT {pre.vit_size}px"
+            (f"VGGT {pre.vggt_size}px {pre.vggt_mode} (fill {pre.vggt_pad_value}, patch {pre.vggt_patch}); "
+             if config.vggt is not None else "no VGGT; ")
+            + f"InternViT {pre.vit_size}px"
         ),
         "internvl": (
             f"LLM {internvl_summary.get('llm_layers')} layers x {internvl_summary.get('llm_hidden')}, "

@@ -49,28 +49,36 @@ def suffix_text(prompt: str) -> str:
     return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
 @dataclass
 class EncoderOutputs:
-    """The frozen encoders' outputs for one ordered clip (what the feature cache stores)."""
+    """The frozen encoders' outputs for one ordered clip (what the feature cache stores). A
+    checkpoint without VGGT (fusion "none") has InternViT's features alone (the VGGT ones None)."""
 
-    vggt_patch: torch.Tensor  # [L, S, M_s, d_s] patch tokens of the configured layers
-    vggt_camera: torch.Tensor  # [L, S, 1, d_s] camera token (token 0) of those layers
+    vggt_patch: torch.Tensor | None  # [L, S, M_s, d_s] patch tokens of the configured layers
+    vggt_camera: torch.Tensor | None  # [L, S, 1, d_s] camera token (token 0) of those layers
     internvit: torch.Tensor  # [S, n, 4 * vit_hidden] InternViT after pixel shuffle, before the projector
-    pose_enc: torch.Tensor  # [S, 9] camera head output: T(3), quaternion(4), fov_h, fov_w
+    pose_enc: torch.Tensor | None  # [S, 9] camera head output: T(3), quaternion(4), fov_h, fov_w
 
     TENSORS = ("vggt_patch", "vggt_camera", "internvit", "pose_enc")
+    INTERNVIT_ONLY = ("internvit",)
+
+    @classmethod
+    def names(cls, has_vggt: bool = True) -> tuple[str, ...]:
+        """The tensors an entry holds for a checkpoint with or without VGGT."""
+        return cls.TENSORS if has_vggt else cls.INTERNVIT_ONLY
 
     @property
     def num_frames(self) -> int:
         return int(self.internvit.shape[0])
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in self.TENSORS}
+        return {k: getattr(self, k) for k in self.TENSORS if getattr(self, k) is not None}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "EncoderOutputs":
-        return cls(**{k: tensors[k] for k in cls.TENSORS})
+        return cls(**{k: tensors.get(k) for k in cls.TENSORS})
 
     def to(self, device) -> "EncoderOutputs":
-        return EncoderOutputs(**{k: v.to(device) for k, v in self.tensors().items()})
+        return EncoderOutputs(**{k: v.to(device) if v is not None else None for k, v in
+                                 ((k, getattr(self, k)) for k in self.TENSORS)})
 
 
 class SpaceMind(nn.Module):
@@ -123,7 +131,7 @@ class SpaceMind(nn.Module):
         from ..runtime import lm_attention_implementation
 
         base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
-        vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths)
+        vggt_path = resolve_component(root, config.vggt, "vggt", trusted_paths) if config.vggt is not None else None
         if llm:
             model, tokenizer = internvl.load(
                 base, device=device, dtype=dtype, attn_implementation=lm_attention_implementation(device)
@@ -134,9 +142,11 @@ class SpaceMind(nn.Module):
         vggt_dtype = torch.float32 if vggt_weights == "fp32" else dtype
 
         def load_vggt():
+            if vggt_path is None:  # never reached by encode (it skips VGGT): a caller asked for it
+                raise CheckpointError(f"checkpoint {root} has no VGGT (fusion = none, assembled without --vggt)")
             return VGGT.from_pretrained(vggt_path, device=device, dtype=vggt_dtype).eval().requires_grad_(False)
 
-        vggt = None if lazy_vggt else load_vggt()
+        vggt = None if lazy_vggt or vggt_path is None else load_vggt()
 
         fusion = None
         if config.fusion == "cgmf" and llm:
@@ -175,9 +185,10 @@ class SpaceMind(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         self.internvl.save_pretrained(out / "internvl", safe_serialization=True)
         self.tokenizer.save_pretrained(out / "internvl")
-        self._encoder_vggt().save_pretrained(out / "vggt")
+        if self.has_vggt:
+            self._encoder_vggt().save_pretrained(out / "vggt")
         config = SpaceMindConfig.from_dict(self.config.to_dict())
-        config.base, config.vggt, config.lora = "internvl", "vggt", None
+        config.base, config.vggt, config.lora = "internvl", "vggt" if self.has_vggt else None, None
         config.versions = versions()
         if self.fusion is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
@@ -193,6 +204,11 @@ class SpaceMind(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.internvl.model.vision_tower.parameters()).dtype
+
+    @property
+    def has_vggt(self) -> bool:
+        """False for a plain-InternVL checkpoint (fusion none, no VGGT): nothing VGGT is computed."""
+        return self.config.vggt is not None
 
     def _encoder_vggt(self):
         if self.vggt is None:
@@ -214,8 +230,12 @@ class SpaceMind(nn.Module):
     # ---------------------------------------------------------------- encoders
     @torch.no_grad()
     def encode(self, clip: PreparedClip) -> EncoderOutputs:
-        """Both frozen encoders over one ordered clip."""
+        """Both frozen encoders over one ordered clip (InternViT alone for a checkpoint without VGGT)."""
         device, dtype = self.device, self.dtype
+        pixels = vit_tensor(clip.vit, self.config.preprocess, device, dtype)
+        internvit = internvl.vision_features(self.internvl, pixels).to(dtype).contiguous()
+        if not self.has_vggt:
+            return EncoderOutputs(vggt_patch=None, vggt_camera=None, internvit=internvit, pose_enc=None)
         images = vggt_tensor(clip.vggt, device, torch.float32)  # [1, S, 3, H, W]
         run = self.vggt_layers_to_run()
         vggt = self._encoder_vggt()
@@ -225,12 +245,10 @@ class SpaceMind(nn.Module):
             pose = vggt.camera_pose(tokens[run.index(-1)])
         keep = [tokens[run.index(layer)] for layer in self.config.vggt_layers]
         stacked = torch.stack([t[0] for t in keep])  # [L, S, P, d_s]
-        pixels = vit_tensor(clip.vit, self.config.preprocess, device, dtype)
-        feats = internvl.vision_features(self.internvl, pixels)
         return EncoderOutputs(
             vggt_patch=stacked[:, :, start:].to(dtype).contiguous(),
             vggt_camera=stacked[:, :, :1].to(dtype).contiguous(),
-            internvit=feats.to(dtype).contiguous(),
+            internvit=internvit,
             pose_enc=pose[0].float().contiguous(),
         )
 

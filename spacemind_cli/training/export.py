@@ -48,7 +48,8 @@ def export_checkpoint(spec, model, cfg: TrainConfig, tensors: dict) -> Path:
     base_cfg = load_config(base)
     config = SpaceMindConfig.from_dict(base_cfg.to_dict())
     config.base = _component(base, base_cfg.base, "base (InternVL)", out, "internvl", trusted)
-    config.vggt = _component(base, base_cfg.vggt, "vggt", out, "vggt", trusted)
+    if base_cfg.vggt is not None:  # a plain-InternVL base (fusion none) has none to carry over
+        config.vggt = _component(base, base_cfg.vggt, "vggt", out, "vggt", trusted)
     sm = model.sm
     config.fusion = "cgmf" if sm.fusion is not None else "none"
     if sm.fusion is not None:

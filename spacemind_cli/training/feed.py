@@ -44,13 +44,14 @@ class StepData:
     wait_s: float = 0.0  # of which the loop waited for
 
 
-def cache_reader(cache, fingerprint: str, device: str = "cpu") -> Callable[[str], Any]:
-    """key -> the scene's EncoderOutputs from the feature cache (CacheError when it is not there)."""
+def cache_reader(cache, fingerprint: str, device: str = "cpu", has_vggt: bool = True) -> Callable[[str], Any]:
+    """key -> the scene's EncoderOutputs from the feature cache (CacheError when it is not there);
+    `has_vggt` False: a plain-InternVL checkpoint's entries, InternViT's features alone."""
     from ..errors import CacheError
     from ..models.spacemind import EncoderOutputs
 
     def read(key: str):
-        entry = cache.get(key, device=device, fingerprint=fingerprint, tensor_names=EncoderOutputs.TENSORS)
+        entry = cache.get(key, device=device, fingerprint=fingerprint, tensor_names=EncoderOutputs.names(has_vggt))
         if entry is None:
             raise CacheError(f"features of scene {key} are not in the cache {cache.root}; rerun to extract them")
         return EncoderOutputs.from_tensors(entry.tensors)

@@ -131,7 +131,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     logged = _truncate_log(log_path, start) if runtime.rank == 0 else {}
     cache = _cache(s)
 
-    encoded = cache_reader(cache, s.encoder_fingerprint, device)  # eval's
+    encoded = cache_reader(cache, s.encoder_fingerprint, device, has_vggt=s.has_vggt)  # eval's
 
     if runtime.world_size > 1 and runtime.rank == 0:
         idle = runtime.world_size - min((len(plan.step(i)) for i in range(min(plan.total_steps, 8))), default=0)
@@ -142,7 +142,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     last: dict = {}
     # features read on the CPU ahead of the step, moved to the device pack by pack as it runs
     feed = StepFeed(plan, range(start, plan.total_steps), runtime.rank, runtime.world_size,
-                    cache_reader(cache, s.encoder_fingerprint, "cpu"))
+                    cache_reader(cache, s.encoder_fingerprint, "cpu", has_vggt=s.has_vggt))
     with feed:
         for data in feed:
             step, packs = data.index, data.packs

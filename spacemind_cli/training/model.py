@@ -14,6 +14,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..models.cgmf import CGMF, CGMFConfig
 from .config import CGMF_PARTS, LORA_TARGETS, TrainConfig
 
@@ -31,6 +32,9 @@ def fusion_for(base, cfg: TrainConfig) -> CGMF | None:
     fusion "none"."""
     if cfg.fusion == "none":
         return None
+    if not base.has_vggt:
+        raise CheckpointError("the base checkpoint has no VGGT (assembled with --fusion none and no --vggt); "
+                              "train it with --fusion none, or assemble one with --vggt for a CGMF")
     base_cfg = base.config.cgmf
     wanted = CGMFConfig.from_dict({**base_cfg.to_dict(), **cfg.cgmf, **{p: p not in cfg.cgmf_off for p in CGMF_PARTS}})
     if base.fusion is not None and wanted == base_cfg:

@@ -63,7 +63,7 @@ class FeatureStep:
             t0 = time.perf_counter()
             try:
                 entry = self.cache.get(info.key, device=self.model.device, fingerprint=self.settings.encoder_fingerprint,
-                                       tensor_names=EncoderOutputs.TENSORS)
+                                       tensor_names=EncoderOutputs.names(self.settings.has_vggt))
             except CacheError as exc:
                 log.warning("%s; recomputing it", exc.message)
                 entry, status = None, "refreshed"

@@ -64,7 +64,7 @@ def load_item(item: WorkItem, settings: JobSettings) -> LoadedItem:
         info.timing["hash_s"] = time.perf_counter() - t0
         if settings.cache:
             problem = unusable_entry(job_cache(settings.cache), info.key, settings.encoder_fingerprint,
-                                     verify=settings.verify_cached)
+                                     verify=settings.verify_cached, has_vggt=settings.has_vggt)
             if problem is None:
                 info.status = "cached"
                 return LoadedItem(item, info)
@@ -83,7 +83,7 @@ def load_item(item: WorkItem, settings: JobSettings) -> LoadedItem:
     return LoadedItem(item, info)
 
 
-def unusable_entry(cache, key: str, fingerprint: str, verify: bool = False) -> str | None:
+def unusable_entry(cache, key: str, fingerprint: str, verify: bool = False, has_vggt: bool = True) -> str | None:
     """Why the cache entry `key` cannot be used, "absent" when there is none, None when it is
     usable. From its footer alone (cheap: no tensor is read), unless `verify`: then the whole
     entry is read and checked as `FeatureCache.get` does when answering uses it."""
@@ -97,7 +97,7 @@ def unusable_entry(cache, key: str, fingerprint: str, verify: bool = False) -> s
     if verify:
         from ...models.spacemind import EncoderOutputs
 
-        return cache.check(key, tensor_names=EncoderOutputs.TENSORS)
+        return cache.check(key, tensor_names=EncoderOutputs.names(has_vggt))
     return None
 
 
