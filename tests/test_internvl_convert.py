@@ -312,3 +312,39 @@ def test_detect_layout_names_a_folder_of_neither_layout(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
     with pytest.raises(CheckpointError, match=rf"{tmp_path} is neither .* model_type is 'llava'"):
         detect_layout(tmp_path)
+
+
+# ----------------------------------------------------------------------------------- assemble
+def test_assemble_takes_the_original_layout_and_answers_as_its_twin(tmp_path, examples):
+    """Through the CLI: both layouts assembled (plain InternVL, no VGGT) answer identically."""
+    from typer.testing import CliRunner
+
+    from spacemind_cli.cli.main import app
+    from spacemind_cli.models.inspect import inspect
+    from spacemind_cli.models.preprocess import prepare
+    from spacemind_cli.models.spacemind import SpaceMind
+    from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
+
+    hf_dir, orig_dir = write_twins(tmp_path, "qwen2")
+    runner = CliRunner()
+    for name, folder in (("from-hf", hf_dir), ("from-original", orig_dir)):
+        res = runner.invoke(app, ["checkpoint", "assemble", str(tmp_path / name), "--base", str(folder), "--fusion", "none"])
+        assert res.exit_code == 0, res.output
+    converted = tmp_path / "from-original" / "internvl"
+    assert (converted / "model.safetensors.index.json").is_file() and not (converted / "modeling_internvl_chat.py").exists()
+    report = inspect(tmp_path / "from-original")
+    assert report["missing"] == []
+    assert [c["parameters"] for c in report["components"]] == [c["parameters"] for c in inspect(tmp_path / "from-hf")["components"]]
+
+    questions = ["How many chair are in this room?", "Describe the scene."]
+    a, b = SpaceMind.from_pretrained(tmp_path / "from-hf"), SpaceMind.from_pretrained(tmp_path / "from-original")
+    clip = prepare(load_clip(discover_scenes(examples / "videos")[0], Sampling(2)).frames, a.config.preprocess)
+    enc_a, enc_b = a.encode(clip), b.encode(clip)
+    assert torch.equal(enc_a.internvit, enc_b.internvit)
+    assert a.answer(enc_a, questions) == b.answer(enc_b, questions)
+
+    (tmp_path / "llava").mkdir()
+    (tmp_path / "llava" / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    res = runner.invoke(app, ["checkpoint", "assemble", str(tmp_path / "x"), "--base", str(tmp_path / "llava"), "--fusion", "none"])
+    assert res.exit_code == 3 and "is neither transformers' InternVL layout" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -1,5 +1,9 @@
-"""Build a SpaceMind checkpoint folder from an HF-format InternVL3 folder and a VGGT-1B folder or
-weight file, without loading the big models.
+"""Build a SpaceMind checkpoint folder from an InternVL folder and a VGGT-1B folder or weight
+file (none for fusion "none"), without loading the big models.
+
+The InternVL folder is in transformers' layout (the -hf repositories; linked as it is) or in
+InternVL's original layout (most fine-tunes; converted to transformers' layout shard by shard,
+`internvl_convert.py`, no remote code run).
 
 Weights are hard-linked (or copied), small files copied, the CGMF is either fresh ("residual_zero":
 the untrained fusion leaves InternVL's tokens unchanged) or given as trained safetensors weights,
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..weights import check_files
 from .cgmf import CGMF, CGMFConfig
 from .checkpoint import SpaceMindConfig, copy_folder, place_file, versions
@@ -60,14 +64,32 @@ def _image_stats(base: Path) -> tuple[tuple, tuple]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def _torch_file_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of a torch weight file (VGGT-1B's model.pt), unpickled with weights_only=True:
+    a zip-format file memory-mapped (no tensor data read), a legacy one read whole."""
+    import zipfile
+
+    try:
+        sd = torch.load(weights, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(weights))
+    except Exception as exc:  # unsafe pickles, truncated or foreign files: whatever torch raises
+        raise CheckpointError(f"{weights}: unreadable or unsafe torch checkpoint ({' '.join(str(exc).split())[:160]})") from None
+    if isinstance(sd, dict) and len(sd) == 1 and next(iter(sd)) in ("model", "state_dict"):
+        sd = next(iter(sd.values()))
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{weights}: not a state dict of tensors")
+    return {str(k): tuple(v.shape) for k, v in sd.items()}
+
+
 def _check_vggt_weights(weights: Path, vcfg) -> None:
-    """Keys and shapes of a VGGT safetensors file against the config, on the meta device."""
-    if weights.suffix != ".safetensors":
-        return  # a .pt file cannot be checked without unpickling its header; VGGT.from_pretrained checks it
+    """Keys and shapes of a VGGT weight file (safetensors header, or model.pt read with
+    weights_only) against the config, on the meta device."""
     from .vggt import VGGT
 
-    header = safetensors_header(weights)
-    state = {k: torch.empty(v["shape"], device="meta") for k, v in header.items()}
+    if weights.suffix == ".safetensors":
+        shapes = {k: tuple(v["shape"]) for k, v in safetensors_header(weights).items()}
+    else:
+        shapes = _torch_file_shapes(weights)
+    state = {k: torch.empty(shape, device="meta") for k, shape in shapes.items()}
     logger = logging.getLogger("spacemind_cli.models.vggt")
     level = logger.level
     logger.setLevel(logging.WARNING)  # the loader's info line would describe a load that does not happen
@@ -100,7 +122,7 @@ def assemble(
     out_dir: str | os.PathLike,
     *,
     base: str | os.PathLike,
-    vggt: str | os.PathLike,
+    vggt: str | os.PathLike | None = None,
     fusion_weights: str | os.PathLike | None = None,
     lora: str | os.PathLike | None = None,
     fusion: str = "cgmf",
@@ -108,13 +130,18 @@ def assemble(
     num_frames: int = 32,
     link: bool = True,
 ) -> Path:
-    """Build a SpaceMind checkpoint folder at `out_dir` (which must not hold anything yet)."""
+    """Build a SpaceMind checkpoint folder at `out_dir` (which must not hold anything yet).
+    `vggt` may be left out for fusion "none": the checkpoint is then plain InternVL, no VGGT."""
+    from .internvl_convert import convert_folder, detect_layout, read_original
     from .lora import plan_lora, read_adapter_config
 
     out = Path(out_dir)
-    base, vggt = Path(base), Path(vggt)
+    base = Path(base)
+    vggt = Path(vggt) if vggt is not None else None
     if fusion not in ("cgmf", "none"):
         raise CheckpointError(f"unknown fusion {fusion!r} (cgmf | none)")
+    if vggt is None and fusion != "none":
+        raise InputError("--vggt is needed for fusion cgmf (only --fusion none runs without VGGT)")
     if fusion == "none" and (fusion_weights is not None or cgmf_overrides):
         raise CheckpointError("fusion = none takes no fusion weights or CGMF settings")
     if int(num_frames) < 1:
@@ -124,8 +151,15 @@ def assemble(
 
     # InternVL: config only.
     if not base.is_dir():
-        raise CheckpointError(f"--base {base} is not a folder (expected an HF-format InternVL3 folder)")
-    icfg, iraw = internvl_config(base)
+        raise CheckpointError(f"--base {base} is not a folder (expected an InternVL folder)")
+    layout = detect_layout(base)
+    if layout == "original":
+        from transformers import InternVLConfig
+
+        iraw = read_original(base).hf
+        icfg = InternVLConfig(**iraw)
+    else:
+        icfg, iraw = internvl_config(base)
     weight_files = sorted(base.glob("*.safetensors"))
     if not weight_files:
         raise CheckpointError(f"InternVL folder {base} holds no .safetensors weights")
@@ -136,10 +170,13 @@ def assemble(
     d_v = int(icfg.text_config.hidden_size)
 
     # VGGT: config and safetensors header only.
-    vggt_weights, vggt_raw = vggt_source(vggt)
-    vcfg = vggt_config(vggt_raw, vggt)
-    _check_vggt_weights(vggt_weights, vcfg)
-    d_s = 2 * int(vcfg.embed_dim)
+    if vggt is not None:
+        vggt_weights, vggt_raw = vggt_source(vggt)
+        vcfg = vggt_config(vggt_raw, vggt)
+        _check_vggt_weights(vggt_weights, vcfg)
+        d_s = 2 * int(vcfg.embed_dim)
+    else:
+        vggt_weights, vcfg, d_s = None, None, CGMFConfig().d_s  # unused: fusion none
 
     cgmf_cfg = _cgmf_config(d_v, d_s, cgmf_overrides if fusion == "cgmf" else None)
     if fusion_weights is not None:
@@ -153,13 +190,11 @@ def assemble(
         plan_lora(meta_internvl(icfg), lora)  # every key maps onto the LLM, shapes fit
 
     mean, std = _image_stats(base)
-    preprocess = PreprocessConfig(
-        vggt_size=int(vcfg.img_size), vggt_patch=int(vcfg.patch_size), vit_size=_image_size(iraw, base),
-        vit_mean=mean, vit_std=std,
-    )  # fmt: skip
+    vggt_sizes = {"vggt_size": int(vcfg.img_size), "vggt_patch": int(vcfg.patch_size)} if vcfg is not None else {}
+    preprocess = PreprocessConfig(**vggt_sizes, vit_size=_image_size(iraw, base), vit_mean=mean, vit_std=std)
     config = SpaceMindConfig(
         base="internvl",
-        vggt="vggt",
+        vggt="vggt" if vggt is not None else None,
         fusion=fusion,
         cgmf=cgmf_cfg,
         preprocess=preprocess,
@@ -172,9 +207,14 @@ def assemble(
     tmp = out.parent / f".{out.name}.assembling-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        copy_folder(base, tmp / "internvl", link, f"InternVL folder {base}")
-        place_file(vggt_weights, tmp / "vggt" / ("model.safetensors" if vggt_weights.suffix == ".safetensors" else "model.pt"), link)
-        (tmp / "vggt" / "config.json").write_text(json.dumps(vcfg.to_dict(), indent=2) + "\n")
+        if layout == "original":
+            convert_folder(base, tmp / "internvl")
+        else:
+            copy_folder(base, tmp / "internvl", link, f"InternVL folder {base}")
+        if vggt_weights is not None:
+            name = "model.safetensors" if vggt_weights.suffix == ".safetensors" else "model.pt"
+            place_file(vggt_weights, tmp / "vggt" / name, link)
+            (tmp / "vggt" / "config.json").write_text(json.dumps(vcfg.to_dict(), indent=2) + "\n")
         if fusion == "cgmf":
             if fusion_weights is not None:
                 place_file(fusion_weights, tmp / FUSION_FILE, link)
@@ -199,5 +239,6 @@ def assemble(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fused = "fresh residual-zero CGMF" if fusion == "cgmf" and fusion_weights is None else f"fusion {fusion}"
-    log.info("assembled %s: InternVL %s, VGGT %s, %s%s", out, base, vggt, fused, ", LoRA" if lora else "")
+    log.info("assembled %s: InternVL %s (%s layout), VGGT %s, %s%s", out, base, layout, vggt or "none", fused,
+             ", LoRA" if lora else "")
     return out

@@ -323,6 +323,8 @@ def hf_config_dict(raw: dict, *, image_token_id: int, eos_token_id: int, where: 
         raise CheckpointError(f"{where}: ps_version {raw.get('ps_version')!r}; only v2 pixel shuffle (transformers') is supported")
     llm = {k: v for k, v in raw["llm_config"].items() if k not in DROPPED_CONFIG_KEYS}
     llm.pop("model_type", None)  # the config class says it
+    # InternVL2.5/3 configs often ask for flash_attention_2 here; the loader picks the backend
+    llm.pop("attn_implementation", None)
     llm["use_cache"] = True
     if arch == "Qwen2ForCausalLM":
         llm["eos_token_id"] = eos_token_id  # the converter's InternVL3 rule: <|im_end|>
