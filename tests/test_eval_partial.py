@@ -58,3 +58,26 @@ def test_a_file_mixing_benchmarks_is_refused_saying_so(tmp_path):
     assert "mixes benchmarks" in text and "VSI-Bench/SPBench 4 row(s)" in text and "SQA3D 3 row(s)" in text
     assert f"{path}:5" in text  # where SQA3D's rows start
     assert "no question_type" not in text
+
+
+def test_compare_on_other_questions_shows_each_runs_n(tmp_path):
+    """#22.6: two runs on different question sets showed one n and no warning."""
+    from spacemind_cli.eval.report import render_table
+    from rich.console import Console
+
+    full = write(tmp_path / "full.jsonl", VSI)
+    fewer = write(tmp_path / "fewer.jsonl", [r for r in VSI if r["question_type"] == "object_counting"] +
+                  [{"id": 9, "question_type": "object_counting", "ground_truth": "7", "prediction": "7"}])
+    console = Console(width=200, record=True)
+    console.print(render_table(evaluate_file(full), compare=[fewer]))
+    text = console.export_text()
+    assert "different question sets" in text
+    n_rows = [line for line in text.splitlines() if "n (questions)" in line]
+    assert len(n_rows) == 2 and "full" in n_rows[0] and "fewer" in n_rows[1]
+    cells = [[c.strip() for c in line.split("│")[2:5]] for line in n_rows]  # Avg., Obj. Count, Abs. Dist.
+    assert cells == [["3", "2", "0"], ["3", "3", "0"]]  # same total, other questions: only each n shows it
+    assert n_rows[0].split("│")[-3].strip() == "1" and n_rows[1].split("│")[-3].strip() == "0"  # Route Plan
+    same = CliRunner().invoke(app, ["eval", str(full), "--compare", str(full)])
+    assert same.exit_code == 0 and "different question sets" not in " ".join(same.output.split())
+    res = CliRunner().invoke(app, ["eval", str(full), "--compare", str(fewer)])
+    assert res.exit_code == 0 and "different question sets" in " ".join(res.output.split())

@@ -257,9 +257,14 @@ def render_table(
     The best value of each column within a group is bold when several rows are shown."""
     series = series_for(result, compare, references)
     groups, columns, ids = layout(result)
+    apart = _other_counts(series, ids)
+    caption = _caption(result)
+    if apart:
+        caption += (" · the runs were scored on different question sets (see each run's n): their scores are not "
+                    "on the same questions")
     table = Table(
         title=f"{TITLES.get(result.benchmark, result.benchmark)} — {result.label}",
-        caption=_caption(result),
+        caption=caption,
         header_style="bold",
         show_lines=False,
     )
@@ -299,8 +304,19 @@ def render_table(
         same_as_prev = len(groups) > 1 and all(_n_values(result, x, columns, ids) == n_values for x in groups)
         suffix = f" · {g_label}" if g_label and len(groups) > 1 and not same_as_prev else ""
         n_cells = [Text("" if n is None else str(n), style="dim") for n in n_values]
-        table.add_row(Text(f"  n (questions){suffix}", style="dim"), *n_cells)
+        table.add_row(Text(f"  n (questions){suffix}" + (f" · {result.label}" if apart else ""), style="dim"), *n_cells)
+        for s in apart:  # a compared run on other questions: its own counts, never hidden behind ours
+            counts = [s.counts.get(ids[(g, c)]) if (g, c) in ids else None for c in columns]
+            table.add_row(Text(f"  n (questions){suffix} · {s.label}", style="dim"),
+                          *[Text("" if n is None else str(n), style="dim") for n in counts])
     return table
+
+
+def _other_counts(series: list[Series], ids: dict[tuple[str, str], str]) -> list[Series]:
+    """The compared runs whose question counts differ from the run's in any cell."""
+    run = series[0]
+    return [s for s in series[1:] if s.kind == "compare"
+            and any(s.counts.get(i) != run.counts.get(i) for i in ids.values())]
 
 
 # ------------------------------------------------------------------------------------------
