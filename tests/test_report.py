@@ -290,6 +290,28 @@ def test_a_partly_labelled_run_is_scored_and_the_report_says_how_many_were_not(t
     assert f"{unlabelled} question(s) without ground truth left unscored" in html
 
 
+def test_a_label_with_dollars_is_plain_text_and_a_failed_rebuild_leaves_no_stale_index(tmp_path, monkeypatch):
+    """#22.7: a file name with `$...$` (mathtext to matplotlib) crashed the plot, in eval --plot and
+    in the report, which was left half-built."""
+    answers = write_jsonl(tmp_path / "run $\\frac{1}$ of_$x$.jsonl", make_rows(0))
+    res = runner.invoke(app, ["eval", str(answers), "--plot", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "p.png").size[0] > 100
+    out = tmp_path / "r"
+    build_report(answers, VIDEOS, out, config=ReportConfig())
+    assert (out / "index.html").is_file() and (out / "assets" / "scores.png").is_file()
+
+    import spacemind_cli.report.build as build
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(build, "_write_plot", crash)  # a rebuild that fails half-way
+    with pytest.raises(RuntimeError):
+        build_report(answers, VIDEOS, out, config=ReportConfig())
+    assert not (out / "index.html").exists()  # no earlier page over a half-built folder
+
+
 def test_unscorable_answers_still_get_a_report(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "ground_truth"} for r in make_rows(0)]
     summary = build_report(write_jsonl(tmp_path / "a.jsonl", rows), VIDEOS, tmp_path / "r", config=FAST)

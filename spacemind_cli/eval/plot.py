@@ -23,6 +23,13 @@ _GROUP_LABELS = {"SPBench": "overall*"}
 _YLABEL = {"vsibench": "Accuracy / MRA (%)", "sqa3d": "Exact match (%)", "spbench": "Accuracy / MRA (%)"}
 
 
+def _plain(text: str) -> str:
+    """A run's label as plain text: matplotlib reads `$...$` as math (a file named `a$b.jsonl`
+    crashed the plot) and `_`-led labels as hidden; dollars are escaped, a leading `_` guarded."""
+    text = text.replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
 def plot(
     result: EvalResult,
     out_png: str | Path,
@@ -38,6 +45,14 @@ def plot(
     ``references``: overlay the published numbers of :mod:`spacemind_cli.eval.references`
     (hatched grey bars) where they exist.
     """
+    import matplotlib
+
+    # Labels are file names and run names: plain text whatever the user's matplotlibrc says.
+    with matplotlib.rc_context({"text.usetex": False}):
+        return _plot(result, out_png, compare, references, title, dpi)
+
+
+def _plot(result: EvalResult, out_png: str | Path, compare, references: bool, title: str | None, dpi: int) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -95,7 +110,7 @@ def plot(
             color, hatch = _REFERENCE_STYLES[n_ref % len(_REFERENCE_STYLES)]
             edge = "#595959"
             n_ref += 1
-        label = s.label if s.variant == "official" or s.kind == "reference" else f"{s.label} [{s.variant}]"
+        label = _plain(s.label if s.variant == "official" or s.kind == "reference" else f"{s.label} [{s.variant}]")
         if not vals:
             handles.append(Patch(facecolor=color, edgecolor=edge, hatch=hatch, label=label))
             continue
@@ -140,7 +155,7 @@ def plot(
 
     bench = TITLES.get(result.benchmark, result.benchmark)
     heading = title or f"{bench}: {result.label}" + ("" if result.variant == "official" else f" (variant: {result.variant})")
-    fig.suptitle(heading, fontsize=12, fontweight="bold")
+    fig.suptitle(_plain(heading), fontsize=12, fontweight="bold")
     ax.legend(
         handles=handles,
         loc="lower center",

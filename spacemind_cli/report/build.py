@@ -162,6 +162,9 @@ def build_report(
     model = build_model(runs)
     t_load = time.perf_counter()
     create_output(out)
+    # A rebuild that fails half-way must not leave an earlier index.html over new files: the page
+    # exists only when every file it points at was written (it is written last).
+    (out / "index.html").unlink(missing_ok=True)
 
     requests = [SceneRequest(s.key, s.fields, s.indices) for s in model.scenes]
     tcfg = ThumbConfig(size=cfg.thumb_size, workers=cfg.workers)
