@@ -151,3 +151,49 @@ def test_an_interrupt_in_the_loop_stops_the_reader():
         for data in feed:
             break
     assert not readers_alive()
+
+
+def _entry(g):
+    import torch
+
+    return {"vggt_patch": torch.randn(1, 2, 4, 8, generator=g), "vggt_camera": torch.randn(1, 2, 1, 8, generator=g),
+            "internvit": torch.randn(2, 4, 16, generator=g), "pose_enc": torch.randn(2, 9, generator=g)}
+
+
+def test_the_training_reader_checksums_an_entry_on_its_first_read_only(tmp_path, monkeypatch):
+    """Training reads every scene each epoch: the first read verifies the tensors' checksums, the
+    later ones the rest of the entry only; a damaged entry fails its first read."""
+    import torch
+
+    from spacemind_cli.cache import FeatureCache
+    from spacemind_cli.cache import entry as entry_format
+    from spacemind_cli.training.feed import cache_reader
+
+    cache = FeatureCache(tmp_path / "cache")
+    g = torch.Generator().manual_seed(0)
+    keys = [f"{i:064x}" for i in (1, 2)]
+    written = {k: _entry(g) for k in keys}
+    for k in keys:
+        cache.put(k, {"num_frames": 2}, written[k], fingerprint="fp")
+    summed = []
+    real = entry_format.tcodec.checksums
+    monkeypatch.setattr(entry_format.tcodec, "checksums", lambda bufs: summed.append(len(bufs)) or real(bufs))
+    read = cache_reader(cache, "fp")
+    for _ in range(3):  # three epochs
+        for k in keys:
+            got = read(k)
+            assert all(torch.equal(getattr(got, n), t) for n, t in written[k].items())
+    assert summed == [4, 4]  # one checksum pass per entry (4 tensors each), not per read
+
+    # a flipped byte in a tensor: caught by the first read of a fresh reader (a new run)
+    path = cache.path_for(keys[0])
+    raw = bytearray(path.read_bytes())
+    probe = written[keys[0]]["internvit"].numpy().tobytes()[40:64]
+    at = raw.find(probe)
+    assert at > 0
+    raw[at + 3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CacheError, match="checksum mismatch"):
+        cache_reader(cache, "fp")(keys[0])
+    with pytest.raises(CacheError, match=f"features of scene {'0' * 63}9 are not in the cache"):
+        cache_reader(cache, "fp")("0" * 63 + "9")

@@ -252,8 +252,12 @@ def read_entry(
     fingerprint: str | None = None,
     tensor_names: Iterable[str] | None = None,
     page_checksums: bool = False,
+    verify_data: bool = True,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read and fully verify one entry: exactly the meta and tensors that were written.
+    ``verify_data=False`` skips the tensors' checksums only (every other check stays): for a reader
+    that verified the same file earlier in its run, such as training, which reads a scene every
+    epoch.
 
     Raises FileNotFoundError when absent, MemoryError as is, ResourceError when the system
     cannot read it (permissions, an I/O error, too many open files: an OSError with an errno),
@@ -279,7 +283,7 @@ def read_entry(
         raise_unless_damage(exc, path)
         raise Corrupt(f"unreadable parquet ({short(exc)})") from None
     try:
-        return _decode(table, kv, key, fingerprint, None if tensor_names is None else set(tensor_names))
+        return _decode(table, kv, key, fingerprint, None if tensor_names is None else set(tensor_names), verify_data)
     except (Corrupt, MemoryError):
         raise
     except Exception as exc:  # a damaged value that decodes to something unexpected
@@ -287,7 +291,8 @@ def read_entry(
 
 
 def _decode(
-    table: pa.Table, kv: dict[str, str], key: str, fingerprint: str | None, wanted: set[str] | None
+    table: pa.Table, kv: dict[str, str], key: str, fingerprint: str | None, wanted: set[str] | None,
+    verify_data: bool = True,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     def column(name: str, typ: pa.DataType) -> pa.Array:
         if name not in table.column_names:
@@ -377,7 +382,7 @@ def _decode(
         buf = data.slice(start, want) if data is not None else pa.py_buffer(b"")
         jobs.append((name, buf, shape, tag, cks))
 
-    actual = tcodec.checksums([j[1] for j in jobs])
+    actual = tcodec.checksums([j[1] for j in jobs]) if verify_data else [j[4] for j in jobs]
     for (name, _, _, _, cks), got in zip(jobs, actual):
         if got != cks:
             raise Corrupt(f"tensor {name!r}: checksum mismatch (stored {cks}, data {got})")

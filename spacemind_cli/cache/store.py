@@ -273,10 +273,12 @@ class FeatureCache:
     # ------------------------------------------------------------------ get / verify
 
     def _read(
-        self, path: Path, key: str, *, fingerprint: str | None = None, tensor_names: Iterable[str] | None = None
+        self, path: Path, key: str, *, fingerprint: str | None = None, tensor_names: Iterable[str] | None = None,
+        verify_data: bool = True,
     ) -> tuple[dict, dict[str, torch.Tensor]]:
         return entry_format.read_entry(
-            path, key, fingerprint=fingerprint, tensor_names=tensor_names, page_checksums=self.page_checksums
+            path, key, fingerprint=fingerprint, tensor_names=tensor_names, page_checksums=self.page_checksums,
+            verify_data=verify_data,
         )
 
     def get(
@@ -286,15 +288,18 @@ class FeatureCache:
         device: str | torch.device = "cpu",
         fingerprint: str | None = None,
         tensor_names: Iterable[str] | None = None,
+        verify_data: bool = True,
     ) -> CacheEntry | None:
         """The entry exactly as written, or None when absent. Raises ``CacheError`` ("corrupt
         cache entry <path>: <reason>") when the file exists but is truncated, altered or of
         another schema, or, when given, was made by other encoder weights (``fingerprint``) or
-        holds another set of tensors (``tensor_names``).
+        holds another set of tensors (``tensor_names``). ``verify_data=False``: the tensors'
+        checksums are not computed (for a file this reader verified before; see read_entry).
         CPU tensors share memory with the Arrow read buffers (no copy)."""
         path = self.path_for(key)
         try:
-            meta, tensors = self._read(path, key, fingerprint=fingerprint, tensor_names=tensor_names)
+            meta, tensors = self._read(path, key, fingerprint=fingerprint, tensor_names=tensor_names,
+                                       verify_data=verify_data)
         except FileNotFoundError:
             return None
         except entry_format.Corrupt as exc:

@@ -46,14 +46,20 @@ class StepData:
 
 def cache_reader(cache, fingerprint: str, device: str = "cpu", has_vggt: bool = True) -> Callable[[str], Any]:
     """key -> the scene's EncoderOutputs from the feature cache (CacheError when it is not there);
-    `has_vggt` False: a plain-InternVL checkpoint's entries, InternViT's features alone."""
+    `has_vggt` False: a plain-InternVL checkpoint's entries, InternViT's features alone.
+    An entry's tensor checksums are computed on its first read only (about half a warm read's
+    time): training reads each scene again every epoch, and the file is the one verified."""
     from ..errors import CacheError
     from ..models.spacemind import EncoderOutputs
 
+    verified: set[str] = set()
+
     def read(key: str):
-        entry = cache.get(key, device=device, fingerprint=fingerprint, tensor_names=EncoderOutputs.names(has_vggt))
+        entry = cache.get(key, device=device, fingerprint=fingerprint, tensor_names=EncoderOutputs.names(has_vggt),
+                          verify_data=key not in verified)
         if entry is None:
             raise CacheError(f"features of scene {key} are not in the cache {cache.root}; rerun to extract them")
+        verified.add(key)
         return EncoderOutputs.from_tensors(entry.tensors)
 
     return read

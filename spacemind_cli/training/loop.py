@@ -113,8 +113,8 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     by_scene: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         by_scene.setdefault(ex["feature_key"], []).append(i)
-    plan = StepPlan(by_scene, seed=cfg.seed, questions_per_pack=cfg.questions_per_pack, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                    max_steps=cfg.max_steps)
+    plan = StepPlan(by_scene, seed=cfg.seed, questions_per_pack=cfg.questions_per_pack, batch_size=cfg.batch_size,
+                    epochs=cfg.epochs, max_steps=cfg.max_steps)
     segments = [sm.segment(ex["prompt"], ex["target"]) for ex in examples]
     targets = [len(seg.answer_ids) + 1 for seg in segments]  # answer tokens + end of turn
     lengths = [len(seg.prompt_ids) + t for seg, t in zip(segments, targets)]

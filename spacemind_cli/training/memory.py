@@ -6,7 +6,7 @@ what it decides: gradient checkpointing on by default where the estimate does no
                          checkpointing=False)           # {"frozen_weights": ..., "total": ...}
     on, why = decide_gradient_checkpointing(None, on_gpu=True, gpu_bytes=80e9, estimate_gb=gb["total"])
 
-InternVL3-8B, 32 frames, packs of 4: ~66 GB without checkpointing (over 80% of an 80 GB GPU: on),
+InternVL3-8B, 32 frames, packs of 4: ~68 GB without checkpointing (over 80% of an 80 GB GPU: on),
 ~30 GB with; the tiny test model: far under any GPU's memory (off).
 """
 
