@@ -249,9 +249,15 @@ def test_frames_past_the_end_of_a_video_are_marked(tmp_path):
 
 
 def test_no_scenes_root_and_rows_without_frames(runs, tmp_path):
+    # #22.12: without --scenes the report is built without frames, said once, exit 0 (it printed
+    # "missing: no scenes root given" once per scene and exited 1)
     summary = build_report(runs["a"], None, tmp_path / "r", config=FAST)
-    assert summary["scene_status"] == {"missing": 4}
-    assert all("no scenes root" in p["reason"] for p in summary["scene_problems"])
+    assert summary["scene_status"] == {"not-shown": 4} and summary["scene_problems"] == []
+    assert not summary["frames_shown"] and summary["decoded"] == 0
+    assert "Built without frames: no scenes root was given" in (tmp_path / "r" / "index.html").read_text()
+    res = runner.invoke(app, ["report", str(runs["a"]), "--output", str(tmp_path / "r3")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("without frames") == 1 and "missing" not in res.output
     rows = [{k: v for k, v in r.items() if k != "frame_indices"} for r in make_rows(0)]
     summary = build_report(write_jsonl(tmp_path / "nf.jsonl", rows), VIDEOS, tmp_path / "r2", config=FAST)
     assert summary["scene_status"] == {"no-frames": 4} and summary["decoded"] == 0

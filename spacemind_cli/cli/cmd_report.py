@@ -75,6 +75,8 @@ def report(
     with job_progress("thumbnails", "scenes") as progress:
         summary = build_report(answers, scenes, output, compare=compare, title=title, progress=progress, config=config)
     print_summary(summary)
+    if not summary["frames_shown"]:
+        err_console.print("[yellow]no --scenes given: the report is built without frames[/]", highlight=False)
     problems = summary["scene_problems"]
     if problems:
         for p in problems[:5]:

@@ -29,7 +29,7 @@ from ..files import atomic_write_text
 from ..scenes import check_root
 from . import page
 from .data import PageModel, Run, build_model, load_run
-from .thumbs import OK, SceneRequest, ThumbConfig, make_thumbnails, prune
+from .thumbs import NOT_SHOWN, OK, SceneRequest, ThumbConfig, make_thumbnails, prune
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,10 @@ def build_report(
         "scenes": len(model.scenes),
         "scene_status": dict(status),
         "scene_problems": [
-            {"scene": t.key, "status": t.status, "reason": t.note} for t in thumbs.values() if t.status != OK
+            {"scene": t.key, "status": t.status, "reason": t.note} for t in thumbs.values()
+            if t.status not in (OK, NOT_SHOWN)
         ],
+        "frames_shown": root is not None,
         "run_failures": len(run_a.errors),
         "join": model.join,
         "thumbnails": len(shown),

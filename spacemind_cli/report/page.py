@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import PARTLY, RIGHT, UNSCORED, WRONG, PageModel, Run
-from .thumbs import OK, SceneThumbs
+from .thumbs import NOT_SHOWN, OK, SceneThumbs
 
 SCHEMA = "spacemind-report/1"
 STATIC_FILES = ("app.js", "style.css")
@@ -208,7 +208,9 @@ def _failures_html(run: Run, label: str) -> str:
 def _scene_problems_html(model: PageModel, thumbs: dict[str, SceneThumbs]) -> str:
     counts = Counter(q["sc"] for q in model.questions)
     bad = [(i, s, thumbs.get(s.key)) for i, s in enumerate(model.scenes)]
-    bad = [(i, s, t) for i, s, t in bad if t is None or t.status != OK]
+    bad = [(i, s, t) for i, s, t in bad if t is None or t.status not in (OK, NOT_SHOWN)]
+    if not bad and any(t.status == NOT_SHOWN for t in thumbs.values()):
+        return '<p class="ok-line">Built without frames: no scenes root was given (--scenes).</p>'
     if not bad:
         return f'<p class="ok-line">Frames of all {len(model.scenes)} scene(s) found and thumbnailed.</p>'
     rows = "".join(
@@ -302,7 +304,7 @@ def overview_html(
     plot_rel: str | None,
 ) -> str:
     a = runs[0]
-    n_bad = sum(1 for s in model.scenes if (thumbs.get(s.key) is None or thumbs[s.key].status != OK))
+    n_bad = sum(1 for s in model.scenes if (thumbs.get(s.key) is None or thumbs[s.key].status not in (OK, NOT_SHOWN)))
     n_thumbs = sum(len(t.frames) for t in thumbs.values())
     stats = [
         _stat(len(model.questions), "questions"),

@@ -36,6 +36,7 @@ THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
 
 # scene status values
 OK, PARTIAL, MISSING, UNREADABLE, NO_FRAMES = "ok", "partial", "missing", "unreadable", "no-frames"
+NOT_SHOWN = "not-shown"  # no scenes root given: the report is built without frames, by choice
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,10 @@ def make_thumbnails(
     cfg: ThumbConfig,
     progress: ProgressFn | None = None,
 ) -> dict[str, SceneThumbs]:
-    """Every scene's thumbnails, in parallel; progress({"done", "total", "cached", "failed", "scene"})."""
+    """Every scene's thumbnails, in parallel; progress({"done", "total", "cached", "failed", "scene"}).
+    Without a scenes root, none: every scene is NOT_SHOWN (not a problem of the scene)."""
+    if root is None:
+        return {r.key: SceneThumbs(r.key, NOT_SHOWN, "built without frames (no --scenes)") for r in requests}
     out: dict[str, SceneThumbs] = {}  # filled by this thread only, as results come in
     counts = {"cached": 0, "failed": 0}
 
