@@ -170,7 +170,7 @@ def run_baseline(workload, ckpt: Path, per_scene: int, threads: int) -> dict:
     model = SpaceMind.from_pretrained(ckpt, device="cpu", dtype=torch.float32)
     load_s = time.perf_counter() - t0
     qset = read_questions(workload.questions)
-    plan = plan_answer(workload.scenes_root, qset.questions, settings.max_questions_per_item)
+    plan = plan_answer(workload.scenes_root, qset.questions)
     stage = {"read_frames_s": 0.0, "preprocess_s": 0.0, "encode_s": 0.0, "answer_alone_s": 0.0}
     answers: dict[str, str] = {}
     n = 0

@@ -53,10 +53,12 @@ def train(scenes_root: str | Path, options: RunOptions | None = None, *, questio
     (`executor="local"`) or on Ray Train, one worker per GPU (or `num_workers` CPU workers)."""
     from functools import partial
 
-    from spacemind_cli.jobs.train import run_train
+    from spacemind_cli.jobs.train import default_cache, run_train
     from spacemind_cli.training.config import TrainConfig
 
     opts = _options(options, option_fields)
+    if opts.cache is None:
+        opts = dataclasses.replace(opts, cache=default_cache(output))
     if opts.executor == "local" and num_workers not in (None, 1):
         raise InputError("--num-workers needs --executor ray (the local executor trains in this one process)")
     with open_job(opts, verify_cached=True, worker_logs=False) as (executor, settings):

@@ -44,7 +44,7 @@ def make_executor(options: RunOptions, *, worker_logs: bool = True) -> Executor:
     from .ray import RayExecutor
 
     return RayExecutor(address=options.ray_address, num_gpus=options.num_gpus, actors=options.actors,
-                       items_per_call=options.items_per_call, log_to_driver=worker_logs)
+                       items_per_call=options.scenes_per_call, log_to_driver=worker_logs)
 
 
 @contextlib.contextmanager

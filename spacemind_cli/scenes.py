@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULTS
 from .errors import InputError, SceneError
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ class SceneRef:
 
 @dataclass(frozen=True)
 class Sampling:
-    num_frames: int = 32
-    strategy: str = "paper"
+    num_frames: int = DEFAULTS.num_frames
+    strategy: str = DEFAULTS.sampling
 
     def __post_init__(self):
         if self.strategy not in SAMPLING_STRATEGIES:

@@ -47,3 +47,90 @@ def test_quiet_keeps_errors_only_and_says_so():
     assert logging.getLogger("spacemind_cli.jobs").isEnabledFor(logging.WARNING)
     text = " ".join(CliRunner().invoke(app, ["--help"], terminal_width=200).output.split())
     assert "Only errors on stderr" in text
+
+
+# ------------------------------------------------------------------ one home per setting
+def _captured(monkeypatch, name: str) -> dict:
+    """Replace `pipelines.<name>` by a recorder: the CLI's call, not a run."""
+    import pipelines
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs, args=args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipelines, name, record)
+    return seen
+
+
+def test_cli_options_left_out_are_filled_by_the_settings_defaults(monkeypatch, tmp_path):
+    """A flag not given reaches the library as "not given"; the defaults come from one place."""
+    from spacemind_cli.cli.main import app
+    from spacemind_cli.defaults import DEFAULTS, Defaults
+
+    seen = _captured(monkeypatch, "answer")
+    CliRunner().invoke(app, ["answer", str(tmp_path), "-c", str(tmp_path), "--questions", "q.jsonl", "-o", "a.jsonl"])
+    options = seen["args"][1]
+    assert (options.batch_size, options.max_new_tokens, options.executor, options.dtype, options.vggt_weights) == (
+        DEFAULTS.decode_batch, DEFAULTS.max_new_tokens, DEFAULTS.executor, DEFAULTS.dtype, DEFAULTS.vggt_weights)
+    assert options.num_frames is None and options.sampling is None  # the checkpoint's, settled with it
+
+    monkeypatch.setattr("spacemind_cli.jobs.settings.DEFAULTS", Defaults(decode_batch=3, max_new_tokens=5))
+    CliRunner().invoke(app, ["answer", str(tmp_path), "-c", str(tmp_path), "--questions", "q.jsonl", "-o", "a.jsonl"])
+    assert (seen["args"][1].batch_size, seen["args"][1].max_new_tokens) == (3, 5)
+    CliRunner().invoke(app, ["answer", str(tmp_path), "-c", str(tmp_path), "--questions", "q.jsonl", "-o", "a.jsonl",
+                             "--batch-size", "2"])
+    assert seen["args"][1].batch_size == 2
+
+
+def test_help_shows_the_defaults_the_settings_use():
+    import re
+
+    from spacemind_cli.cli.main import app
+    from spacemind_cli.defaults import DEFAULTS
+    from spacemind_cli.training.config import TrainConfig
+
+    def default_of(command: str, flag: str) -> str:
+        out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output
+        line = next(line for line in out.splitlines() if re.search(rf"{flag}\b", line))
+        return re.search(r"\[default: \(?([^)\]]*)\)?\]", line).group(1)
+
+    assert default_of("answer", "--batch-size") == str(DEFAULTS.decode_batch)
+    assert default_of("answer", "--max-new-tokens") == str(DEFAULTS.max_new_tokens)
+    assert default_of("answer", "--executor") == DEFAULTS.executor
+    assert default_of("extract", "--scenes-per-call") == str(DEFAULTS.scenes_per_call)
+    assert default_of("train", "--global-batch") == str(TrainConfig.batch_size)
+    assert default_of("train", "--lr") == str(TrainConfig.lr)
+    assert default_of("train", "--epochs") == str(TrainConfig.epochs)
+
+
+def test_batch_size_has_one_meaning_per_command(monkeypatch, tmp_path):
+    """answer: the decode batch; train: --global-batch (--batch-size kept as a hidden old name);
+    extract: --scenes-per-call (likewise)."""
+    from spacemind_cli.cli.main import app
+    from spacemind_cli.training.config import TrainConfig
+
+    base = [str(tmp_path), "-c", str(tmp_path)]
+    seen = _captured(monkeypatch, "train")
+    for flags in (["--global-batch", "16"], ["--batch-size", "16"]):
+        CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", str(tmp_path / "o"), *flags])
+        assert seen["config"].batch_size == 16 and seen["config"].lr == TrainConfig.lr
+        assert seen["args"][1].batch_size != 16  # not answer's decode batch
+    both = CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", "o", "--global-batch", "4",
+                                    "--batch-size", "4"])
+    assert both.exit_code == 2 and "--global-batch" in both.output
+    assert "--batch-size" not in CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+
+    seen = _captured(monkeypatch, "extract")
+    for flags in (["--scenes-per-call", "3"], ["--batch-size", "3"]):
+        CliRunner().invoke(app, ["extract", *base, "--cache", str(tmp_path / "c"), *flags])
+        assert seen["args"][1].scenes_per_call == 3 and seen["args"][1].batch_size != 3
+
+
+def test_run_options_refuse_a_bad_batch(tmp_path):
+    from spacemind_cli.errors import InputError
+    from spacemind_cli.jobs.settings import RunOptions
+
+    with pytest.raises(InputError, match="--batch-size"):
+        RunOptions(checkpoint=tmp_path, batch_size=0)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 CRASH_AT = REPO / "tests" / "reliability" / "crash_at.py"
-FAST = ["--lr", "1e-3", "--batch-size", "8", "--num-frames", "4", "--threads", "1"]
+FAST = ["--lr", "1e-3", "--global-batch", "8", "--num-frames", "4", "--threads", "1"]
 
 
 def spacemind(*args, timeout=900, env=None, cwd=REPO) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ def exact_rate(answers: Path, dataset) -> tuple[float, float]:
 
 
 def test_a_trained_tiny_model_reproduces_its_training_answers(dataset, tiny_ckpt, tmp_path):
-    """The acceptance run: --lr 1e-3 --epochs 60 --batch-size 8 --num-frames 4 --executor local."""
+    """The acceptance run: --lr 1e-3 --epochs 60 --global-batch 8 --num-frames 4 --executor local."""
     new = tmp_path / "trained"
     res = spacemind("train", dataset["root"], "--questions", dataset["train"], "--checkpoint", tiny_ckpt,
                     "--output", new, "--epochs", "60", "--executor", "local", *FAST)
@@ -231,6 +231,20 @@ def _api_train(dataset, ckpt, out, **kw):
     config = TrainConfig(**{"epochs": 60, "max_steps": 6, "save_every": 2, "lr": 1e-3, "batch_size": 8, **kw.pop("config", {})})
     return train(dataset["root"], questions=dataset["train"], output=out, checkpoint=ckpt, config=config,
                  cache=out.parent / f"{out.name}-cache", num_frames=4, cpu_threads=1, **kw)
+
+
+def test_the_library_trains_without_a_cache_into_the_default_one(dataset, tiny_ckpt, tmp_path):
+    """`pipelines.train()` given no cache uses NEW_CKPT/training/features, as the CLI does."""
+    from pipelines import train
+    from spacemind_cli.cache.store import FeatureCache
+    from spacemind_cli.training.config import TrainConfig
+
+    out = tmp_path / "run"
+    summary = train(dataset["root"], questions=dataset["train"], output=out, checkpoint=tiny_ckpt, executor="local",
+                    config=TrainConfig(max_steps=1, lr=1e-3, batch_size=8, lora_rank=4, lora_alpha=8),
+                    num_frames=4, cpu_threads=1)
+    assert summary["steps"] == 1 and summary["scenes_encoded"] == 5
+    assert len(list(FeatureCache(out / "training" / "features", create=False).entries())) == 5
 
 
 def worker_killer_at_step(step: int):

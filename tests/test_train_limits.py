@@ -92,7 +92,7 @@ def test_over_long_examples_are_left_out_named_and_the_rest_train(tiny_ckpt, tmp
     train.write_text(json.dumps(data))
     out = tmp_path / "run"
     res = spacemind("train", root, "--questions", train, "--checkpoint", tiny_ckpt, "--output", out,
-                    "--executor", "local", "--max-steps", "1", "--num-frames", FRAMES, "--batch-size", "2",
+                    "--executor", "local", "--max-steps", "1", "--num-frames", FRAMES, "--global-batch", "2",
                     "--threads", "1")
     assert res.returncode == 1, res.stderr[-3000:]
     assert "Traceback" not in res.stderr

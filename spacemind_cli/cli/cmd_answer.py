@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from ..defaults import DEFAULTS
 from ..errors import EXIT_PARTIAL
 from . import options as opt
 from .common import console, err_console, handle_errors
@@ -65,16 +66,18 @@ def answer(
     checkpoint: Path = opt.CHECKPOINT,
     output: Path = typer.Option(..., "--output", "-o", help="Answers: OUT.jsonl or OUT.parquet; a folder with --template."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read from and fill (see `spacemind extract`)."),
-    executor: str = opt.EXECUTOR,
+    executor: Optional[str] = opt.EXECUTOR,
     ray_address: Optional[str] = opt.RAY_ADDRESS,
     num_gpus: Optional[int] = opt.NUM_GPUS,
     actors: Optional[int] = opt.ACTORS,
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Questions of one scene decoded together."),
-    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, help="Generated tokens per answer (VSI-Bench: 16)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, show_default=str(DEFAULTS.decode_batch),
+                                             help="Questions of one scene decoded together."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, show_default=str(DEFAULTS.max_new_tokens),
+                                                 help="Generated tokens per answer (VSI-Bench: 16)."),
     num_frames: Optional[int] = opt.NUM_FRAMES,
     sampling: Optional[str] = opt.SAMPLING,
-    dtype: str = opt.DTYPE,
-    vggt_weights: str = opt.VGGT_WEIGHTS,
+    dtype: Optional[str] = opt.DTYPE,
+    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
     threads: Optional[int] = opt.THREADS,
     device: Optional[str] = opt.DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..defaults import DEFAULTS
 from ..errors import EXIT_CHECKPOINT, InputError
 from .common import console, fail, handle_errors
 
@@ -48,7 +49,7 @@ def assemble(
     fusion_weights: Optional[Path] = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
     lora: Optional[Path] = typer.Option(None, "--lora", help="PEFT LoRA adapter folder for the LLM."),
     fusion: str = typer.Option("cgmf", "--fusion", help="cgmf | none (plain InternVL baseline)."),
-    num_frames: int = typer.Option(32, "--num-frames", help="Default frames per scene."),
+    num_frames: int = typer.Option(DEFAULTS.num_frames, "--num-frames", help="Default frames per scene."),
 ):
     """Build a checkpoint from an InternVL folder and a VGGT-1B folder (weights hard-linked when possible;
     an original-layout InternVL folder is converted to transformers' layout)."""

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from ..defaults import DEFAULTS
 from ..errors import EXIT_PARTIAL
 from . import options as opt
 from .common import console, err_console, handle_errors
@@ -30,22 +31,29 @@ def extract(
     questions: Optional[Path] = typer.Option(None, "--questions", help="Only the scenes this question file uses."),
     num_frames: Optional[int] = opt.NUM_FRAMES,
     sampling: Optional[str] = opt.SAMPLING,
-    executor: str = opt.EXECUTOR,
+    executor: Optional[str] = opt.EXECUTOR,
     ray_address: Optional[str] = opt.RAY_ADDRESS,
     num_gpus: Optional[int] = opt.NUM_GPUS,
     actors: Optional[int] = opt.ACTORS,
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Scenes handed to an encoder actor per call on a multi-node Ray cluster (fewer round trips; on one machine actors stream their scenes anyway). Each scene is still encoded on its own, so features never depend on it."),
-    dtype: str = opt.DTYPE,
+    scenes_per_call: Optional[int] = typer.Option(
+        None, "--scenes-per-call", min=1, show_default=str(DEFAULTS.scenes_per_call),
+        help="Scenes handed to an encoder actor per call on a multi-node Ray cluster (fewer round trips). Not used on "
+        "one machine, where actors stream their scenes. Each scene is still encoded on its own, so features never "
+        "depend on it."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, hidden=True,
+                                             help="Deprecated name of --scenes-per-call."),
+    dtype: Optional[str] = opt.DTYPE,
     threads: Optional[int] = opt.THREADS,
-    vggt_weights: str = opt.VGGT_WEIGHTS,
+    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
     device: Optional[str] = opt.DEVICE,
     trust_path: List[Path] = opt.TRUST_PATH,
 ):
     from pipelines import extract as run_extract
 
+    scenes_per_call = opt.renamed(batch_size, "--batch-size", scenes_per_call, "--scenes-per-call")
     options = opt.run_options(
         checkpoint=checkpoint, cache=cache, executor=executor, ray_address=ray_address, num_gpus=num_gpus,
-        actors=actors, items_per_call=batch_size, num_frames=num_frames, sampling=sampling, dtype=dtype,
+        actors=actors, scenes_per_call=scenes_per_call, num_frames=num_frames, sampling=sampling, dtype=dtype,
         vggt_weights=vggt_weights, threads=threads, device=device, trust_path=trust_path,
     )
     with job_progress("encoding", "scenes") as progress:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import EXIT_PARTIAL
+from ..training.config import TrainConfig
 from . import options as opt
 from .common import console, err_console, handle_errors
 
@@ -66,47 +67,61 @@ def train(
     checkpoint: Path = opt.CHECKPOINT,
     output: Path = typer.Option(..., "--output", "-o", help="The new checkpoint folder (NEW_CKPT)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read and fill (default: NEW_CKPT/training/features)."),
-    epochs: int = typer.Option(2, "--epochs", min=1),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, show_default=str(TrainConfig.epochs)),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
-    lr: float = typer.Option(2e-5, "--lr"),
-    warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch, in questions (as in the paper)."),
-    questions_per_pack: int = typer.Option(4, "--questions-per-pack", min=1, help="Most questions of one scene in one packed sequence (its visual prefix once); small packs make a step span many scenes."),
-    lora_rank: int = typer.Option(256, "--lora-rank", min=1),
-    lora_alpha: int = typer.Option(512, "--lora-alpha", min=1),
-    train_parts: str = typer.Option("cgmf,lora", "--train", help="What is trained: a comma list of cgmf, lora, projector."),
-    fusion: str = typer.Option("cgmf", "--fusion", help="cgmf, or none (plain InternVL + LoRA, the baseline)."),
-    cgmf_off: str = typer.Option("", "--cgmf-off", help="CGMF ablation (paper Table 4): parts off, of camera_bias, importance, camera_memory, camera_gate."),
+    lr: Optional[float] = typer.Option(None, "--lr", show_default=str(TrainConfig.lr)),
+    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", show_default=str(TrainConfig.warmup_ratio)),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", min=1, show_default=str(TrainConfig.batch_size),
+                                               help="Questions per optimizer step, over all workers (as in the paper)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, hidden=True,
+                                             help="Deprecated name of --global-batch."),
+    questions_per_pack: Optional[int] = typer.Option(
+        None, "--questions-per-pack", min=1, show_default=str(TrainConfig.questions_per_pack),
+        help="Most questions of one scene in one packed sequence (its visual prefix once); small packs make a step "
+        "span many scenes."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", min=1, show_default=str(TrainConfig.lora_rank)),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", min=1, show_default=str(TrainConfig.lora_alpha)),
+    train_parts: Optional[str] = typer.Option(None, "--train", show_default=",".join(TrainConfig.train),
+                                              help="What is trained: a comma list of cgmf, lora, projector."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", show_default=TrainConfig.fusion,
+                                         help="cgmf, or none (plain InternVL + LoRA, the baseline)."),
+    cgmf_off: Optional[str] = typer.Option(None, "--cgmf-off", help="CGMF ablation (paper Table 4): parts off, of camera_bias, importance, camera_memory, camera_gate."),
     num_frames: Optional[int] = opt.NUM_FRAMES,
     sampling: Optional[str] = opt.SAMPLING,
-    executor: str = opt.EXECUTOR,
+    executor: Optional[str] = opt.EXECUTOR,
     num_workers: Optional[int] = typer.Option(None, "--num-workers", min=1, help="Ray Train workers (default: one per GPU, else 1)."),
     ray_address: Optional[str] = opt.RAY_ADDRESS,
     eval_questions: Optional[Path] = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
-    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Steps between evaluations (0: at the end only)."),
-    save_every: int = typer.Option(500, "--save-every", min=1, help="Steps between saved states (a rerun resumes from the last)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, show_default=str(TrainConfig.eval_every),
+                                             help="Steps between evaluations (0: at the end only)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", min=1, show_default=str(TrainConfig.save_every),
+                                             help="Steps between saved states (a rerun resumes from the last)."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", show_default="auto", help="Recompute the LLM's activations in the backward pass. Default: on where the memory estimate says the GPU needs it (the 8B model on one 80 GB GPU), off on CPU; the run's training/config.json says which and why."),
-    fsdp: bool = typer.Option(False, "--fsdp", help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
-    seed: int = typer.Option(0, "--seed"),
-    dtype: str = opt.DTYPE,
-    vggt_weights: str = opt.VGGT_WEIGHTS,
+    fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", show_default=str(TrainConfig.fsdp),
+                                        help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=str(TrainConfig.seed)),
+    dtype: Optional[str] = opt.DTYPE,
+    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
     threads: Optional[int] = opt.THREADS,
     device: Optional[str] = opt.DEVICE,
     trust_path: List[Path] = opt.TRUST_PATH,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming (removes NEW_CKPT's earlier run)."),
 ):
     from pipelines import train as run_train
-    from spacemind_cli.training.config import TrainConfig
 
-    config = TrainConfig(
-        epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, batch_size=batch_size,
-        questions_per_pack=questions_per_pack, train=tuple(p.strip() for p in train_parts.split(",") if p.strip()),
-        lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every, eval_every=eval_every,
-        gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
-        cgmf_off=tuple(p.strip() for p in cgmf_off.split(",") if p.strip()),
+    def comma_list(text: Optional[str]):
+        return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+
+    given = dict(
+        epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio,
+        batch_size=opt.renamed(batch_size, "--batch-size", global_batch, "--global-batch"), questions_per_pack=questions_per_pack,
+        train=comma_list(train_parts), lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every,
+        eval_every=eval_every, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
+        cgmf_off=comma_list(cgmf_off),
     )
+    config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     options = opt.run_options(
-        checkpoint=checkpoint, cache=cache or output / "training" / "features", executor=executor,
+        checkpoint=checkpoint, cache=cache, executor=executor,
         ray_address=ray_address, num_frames=num_frames, sampling=sampling, dtype=dtype, vggt_weights=vggt_weights,
         threads=threads, device=device, trust_path=trust_path,
     )

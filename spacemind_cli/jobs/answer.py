@@ -124,7 +124,7 @@ def run_answer(
                 "apart in %s and not used by this run", output, sum(other_runs.values()), store.parts,
             )
         remaining = [q for q in qset.questions if q.index not in done]
-        plan = plan_answer(root, remaining, settings.max_questions_per_item)
+        plan = plan_answer(root, remaining)
 
         errors = ErrorLog(store.errors_path)
         for p in qset.problems:

@@ -14,6 +14,10 @@ from .records import QuestionRef, WorkItem
 
 log = logging.getLogger(__name__)
 
+# Questions of one scene in one work item: a scene with more is split, so that one item's answers
+# (held until the item ends) and its time between progress reports stay bounded.
+QUESTIONS_PER_ITEM = 64
+
 
 @dataclass
 class Plan:
@@ -37,7 +41,7 @@ def _scene_for(root: Path, q: Question, memo: dict) -> SceneRef:
     return found
 
 
-def plan_answer(root: str | Path, questions: list[Question], max_per_item: int) -> Plan:
+def plan_answer(root: str | Path, questions: list[Question], max_per_item: int = QUESTIONS_PER_ITEM) -> Plan:
     """Group questions by scene (first appearance order) and split long groups."""
     root = Path(root)
     plan = Plan()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from ..defaults import DEFAULTS
 from ..errors import InputError
 from ..fingerprint import text_digest
 from ..scenes import Sampling
@@ -17,29 +18,40 @@ EXECUTORS = ("ray", "local")
 
 @dataclass(frozen=True)
 class RunOptions:
-    """A job's options, as given: unset values (None, "auto") are settled by `make_settings`."""
+    """A job's options, as given. None is "not given": the run defaults (`defaults.DEFAULTS`) fill
+    it in here; what depends on the checkpoint or the workers (frames, sampling, dtype "auto") is
+    settled by `make_settings`."""
 
     checkpoint: str | os.PathLike
     cache: str | os.PathLike | None = None
     # what is computed
     num_frames: int | None = None  # default: the checkpoint's
     sampling: str | None = None  # paper | uniform | all; default: the checkpoint's
-    dtype: str = "auto"  # auto: bf16 with GPUs, fp32 without
-    vggt_weights: str = "fp32"  # fp32: the reference's precision; half: opt-in, in `dtype`
-    batch_size: int = 8  # questions decoded together
-    max_new_tokens: int = 16
+    dtype: str | None = None  # auto: bf16 with GPUs, fp32 without
+    vggt_weights: str | None = None  # fp32: the reference's precision; half: opt-in, in `dtype`
+    batch_size: int | None = None  # answer's decode batch: questions of one scene decoded together
+    max_new_tokens: int | None = None
     trusted_paths: tuple[str, ...] = ()
     # how it runs
-    executor: str = "ray"  # ray | local
+    executor: str | None = None  # ray | local
     ray_address: str | None = None
     num_gpus: int | None = None
     actors: int | None = None  # model actors on a CPU-only Ray cluster
-    items_per_call: int = 1  # work items per model-actor call (Ray)
+    scenes_per_call: int | None = None  # scenes per model-actor call (Ray, multi-node: the Ray Data route)
     device: str | None = None  # cuda | cpu; default: cuda when the worker has one
     cpu_threads: int | None = None  # torch threads per CPU model worker; default: its own CPUs
 
     def __post_init__(self):
         object.__setattr__(self, "trusted_paths", tuple(str(p) for p in self.trusted_paths))
+        for name, default in (("dtype", DEFAULTS.dtype), ("vggt_weights", DEFAULTS.vggt_weights),
+                              ("batch_size", DEFAULTS.decode_batch), ("max_new_tokens", DEFAULTS.max_new_tokens),
+                              ("executor", DEFAULTS.executor), ("scenes_per_call", DEFAULTS.scenes_per_call)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        for flag, value in (("--batch-size", self.batch_size), ("--max-new-tokens", self.max_new_tokens),
+                            ("--scenes-per-call", self.scenes_per_call)):
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"{flag} must be an integer >= 1, got {value!r}")
         if self.executor not in EXECUTORS:
             raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.dtype not in DTYPES:
@@ -55,21 +67,19 @@ class JobSettings:
     checkpoint_id: str
     preprocess: dict  # PreprocessConfig.to_dict() of the checkpoint
     vggt_layers: tuple[int, ...]
+    num_frames: int
+    sampling: str
+    dtype: str  # resolved: bf16 | fp16 | fp32 (the driver decides, so keys match)
+    vggt_weights: str  # fp32: the reference's precision; half: VGGT weights in `dtype` (opt-in)
+    batch_size: int  # answer's decode batch
+    max_new_tokens: int
     has_vggt: bool = True  # False: a plain-InternVL checkpoint (fusion none, no VGGT); features are InternViT's
-    num_frames: int = 32
-    sampling: str = "paper"
-    dtype: str = "fp32"  # resolved: bf16 | fp16 | fp32 (the driver decides, so keys match)
-    vggt_weights: str = "fp32"  # fp32: the reference's precision; half: VGGT weights in `dtype` (opt-in)
     device: str | None = None  # None: cuda when the worker has one, else cpu
     trusted_paths: tuple[str, ...] = ()
     cache: str | None = None
-    write_cache: bool = True
     # extract: read every cached entry whole (checksums) before counting it as done, so that a
     # damaged entry is re-encoded, not reported as cached; answering reads hits whole anyway.
     verify_cached: bool = False
-    batch_size: int = 8
-    max_new_tokens: int = 16
-    max_questions_per_item: int = 64
     # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray actor's
     # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
     # (reduction order): runs that must agree bit for bit pin it.

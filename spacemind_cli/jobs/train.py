@@ -50,6 +50,11 @@ RESUME_FREE = ("save_every", "eval_every")  # settings a resumed run may change
 RUN_KEYS = ("base_checkpoint_id", "training_files", "eval_questions", "features")  # with "train": the run id's
 
 
+def default_cache(output: str | Path) -> Path:
+    """The feature cache of a run given none: inside the new checkpoint, spared by --overwrite."""
+    return Path(output) / "training" / "features"
+
+
 def run_train(
     scenes_root: str | Path,
     *,
@@ -77,7 +82,7 @@ def run_train(
     if out.resolve() == base.resolve():
         raise InputError(f"--output {out} is the base checkpoint itself; give a new folder")
     if not settings.cache:
-        raise InputError("training needs a feature cache (--cache)")
+        raise InputError(f"training needs a feature cache (e.g. {default_cache(out)})")
     training = read_training_file(questions)
     checkpointing, why = _gradient_checkpointing(base, base_config, config, settings, executor)
     config = dataclasses.replace(config, gradient_checkpointing=checkpointing)

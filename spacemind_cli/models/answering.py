@@ -1,7 +1,7 @@
 """Answering the questions about one scene after its visual prefix is prefilled: the one routine
 that `SpaceMind.answer`, the answer stage of the jobs and the GPU benchmark share.
 
-    answers, failures = answer_questions(model, prefix, [(key, prompt), ...], batch_size=8, max_new_tokens=16)
+    answers, failures = answer_questions(model, prefix, [(key, prompt), ...], batch_size=..., max_new_tokens=...)
 
 - A question whose prompt, after the prefix and with its new tokens, cannot fit the language
   model's context is refused before any batch is built (padded into a batch it would ask for
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import DEFAULTS
 from .context import context_limit, over_context
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def answer_questions(
     prefix,
     questions: Sequence[tuple[Hashable, str]],
     *,
-    batch_size: int = 8,
-    max_new_tokens: int = 16,
+    batch_size: int = DEFAULTS.decode_batch,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
     name: Callable[[Hashable], str] = str,
 ) -> tuple[list[Answer], list[Failure]]:
     """Greedy answers to (key, prompt) questions after `prefix` (from `model.prefill`), in order."""

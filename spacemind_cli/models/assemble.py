@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import DEFAULTS
 from ..errors import CheckpointError, InputError
 from ..weights import check_files
 from .cgmf import CGMF, CGMFConfig
@@ -127,7 +128,7 @@ def assemble(
     lora: str | os.PathLike | None = None,
     fusion: str = "cgmf",
     cgmf_overrides: dict | None = None,
-    num_frames: int = 32,
+    num_frames: int = DEFAULTS.num_frames,
     link: bool = True,
 ) -> Path:
     """Build a SpaceMind checkpoint folder at `out_dir` (which must not hold anything yet).

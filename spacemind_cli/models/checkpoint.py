@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..defaults import DEFAULTS
 from ..errors import CheckpointError
 from ..fingerprint import file_digest, safetensors_digest, text_digest
 from . import internvl
@@ -58,8 +59,8 @@ class SpaceMindConfig:
     cgmf: CGMFConfig = field(default_factory=CGMFConfig)
     vggt_layers: list[int] = field(default_factory=lambda: [-1])
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    num_frames: int = 32
-    sampling: str = "paper"
+    num_frames: int = DEFAULTS.num_frames
+    sampling: str = DEFAULTS.sampling
     prompt: PromptConfig = field(default_factory=PromptConfig)
     fusion_weights: str = "fusion.safetensors"
     lora: str | None = None

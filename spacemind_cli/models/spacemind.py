@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..defaults import DEFAULTS
 from ..errors import CheckpointError
 from ..runtime import autocast
 from . import generation, internvl, packing
@@ -307,7 +308,8 @@ class SpaceMind(nn.Module):
         return generation.prefill(lm, self.prefix_embeds(fused))
 
     @torch.no_grad()
-    def generate(self, prefix: generation.Prefix, prompts: list[str], *, max_new_tokens: int = 16) -> list[str]:
+    def generate(self, prefix: generation.Prefix, prompts: list[str], *,
+                 max_new_tokens: int = DEFAULTS.max_new_tokens) -> list[str]:
         """Greedy answers to `prompts` (one batch) after a prefilled visual prefix."""
         lm, head, embed = internvl.parts(self.internvl)
         ids = generation.decode_batch(
@@ -324,7 +326,8 @@ class SpaceMind(nn.Module):
 
     @torch.no_grad()
     def answer(
-        self, clip_or_features, prompts: list[str], *, batch_size: int = 8, max_new_tokens: int = 16
+        self, clip_or_features, prompts: list[str], *, batch_size: int = DEFAULTS.decode_batch,
+        max_new_tokens: int = DEFAULTS.max_new_tokens,
     ) -> list[str]:
         """Answer many questions about one scene: encode (unless given features), fuse and
         prefill once, decode in batches (see `answering.answer_questions`). Raises
@@ -375,7 +378,7 @@ class SpaceMind(nn.Module):
         return total, packing.num_targets(segments)
 
     @torch.no_grad()
-    def answer_alone(self, enc: EncoderOutputs, prompt: str, *, max_new_tokens: int = 16) -> str:
+    def answer_alone(self, enc: EncoderOutputs, prompt: str, *, max_new_tokens: int = DEFAULTS.max_new_tokens) -> str:
         """One question, no sharing, through transformers' own `generate` on the full prompt:
         the reference the shared-prefix path must equal, and the peer-style baseline."""
         _, _, embed = internvl.parts(self.internvl)

@@ -152,7 +152,6 @@ def build_tiny(seed: int = 0):
     config = SpaceMindConfig(
         cgmf=cgmf_cfg,
         preprocess=PreprocessConfig(vggt_size=56, vit_size=64),
-        num_frames=32,
     )
     return config, vggt, model, tokenizer, fusion
 

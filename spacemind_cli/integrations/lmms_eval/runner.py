@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...defaults import DEFAULTS
 from ...errors import QuestionError, SceneError
 from ...jobs.records import LoadedItem, LoadInfo, WorkItem
 from ...jobs.settings import JobSettings, RunOptions, make_settings
@@ -30,7 +31,7 @@ from .requests import Group, Request, Visual, cut_at_stop, group_requests, read_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = RunOptions.__dataclass_fields__["batch_size"].default
+DEFAULT_BATCH_SIZE = DEFAULTS.decode_batch
 
 
 class _Stage(ModelStage):
