@@ -199,3 +199,21 @@ def test_log_records_go_to_the_stderr_of_the_moment(monkeypatch):
     monkeypatch.setattr("sys.stderr", now)
     logging.getLogger("spacemind_cli.test").warning("cache write failed for %s", "x.parquet")
     assert "cache write failed for x.parquet" in now.getvalue()
+
+
+def test_piped_help_shows_whole_option_names_and_plain_argument_names():
+    """#22.13: help piped to a file was cut at 80 columns ("--gradient-checkpoin…"), and usage
+    lines wrote {SCENES}."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TERMINAL_WIDTH", "COLUMNS")}
+    for cmd, arg in ((["train"], "SCENES"), (["answer"], "SCENES"), (["extract"], "SCENES"), (["eval"], "ANSWERS"),
+                     (["report"], "ANSWERS"), (["cache", "prune"], "CACHE"), (["checkpoint", "assemble"], "OUT_DIR")):
+        out = subprocess.run([sys.executable, "-m", "spacemind_cli", *cmd, "--help"], capture_output=True, text=True,
+                             env=env, timeout=120).stdout
+        assert "…" not in out, (cmd, out)
+        assert f"[OPTIONS] {arg}" in out and "{" + arg + "}" not in out, (cmd, out)
+        if cmd == ["train"]:
+            assert "--gradient-checkpointing" in out and "--no-gradient-checkpointing" in out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
+import typer.core
+import typer.rich_utils
 
 from .. import __version__
 from .common import console, setup_logging
@@ -14,6 +17,24 @@ EXIT_CODES_HELP = """
 2 bad input or usage · 3 checkpoint error · 4 cache error · 5 disk full / permission denied /
 read-only output / workers lost (rerun to resume) · 130 interrupted (rerun to resume).
 """
+
+# Help piped to a file or a pager (and the README's copies) is not cut at rich's 80-column default
+# ("--gradient-checkpoin…"): wide enough for every option name whole. A terminal keeps its own
+# width; TERMINAL_WIDTH still wins.
+HELP_WIDTH = 140
+if typer.rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
+    typer.rich_utils.MAX_WIDTH = HELP_WIDTH
+
+
+def _usage_name(self) -> str:
+    """An argument on a usage line as the README and click write it: SCENES, [OUT] when optional
+    (typer writes a required one as {SCENES})."""
+    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _usage_name
 
 app = typer.Typer(
     name="spacemind",
