@@ -7,6 +7,7 @@ test_report_browser.py."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -483,3 +484,39 @@ def test_spbench_run_with_image_list_scenes(tmp_path):
     assert (q2["cat"], q2["r"][0]["v"], q2["r"][0]["s"]) == ("Rel. Dir.", "right", "B")
     assert q1["fs"] == [0] and q2["fs"] == [1]  # each question shows the frames it was answered from
     assert html_table(tmp_path / "r") == cli_table(invoke("eval", answers).output)
+
+
+def test_thumbnails_read_only_what_decoding_needs_and_refuse_links_out_of_the_root(tmp_path, monkeypatch):
+    """#22.10: the report hashed the whole of any file named like a frame, symlinks included (37 s
+    for a link to a 20 GB sparse file). Names come from the file system now; a link out of the
+    scenes root is refused as `answer` refuses ../."""
+    import spacemind_cli.fingerprint as fingerprint
+    from spacemind_cli.report.thumbs import PARTIAL, SceneRequest, ThumbConfig, scene_thumbnails
+
+    root = tmp_path / "scenes"
+    scene = root / "room"
+    scene.mkdir(parents=True)
+    for i in (0, 3):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(scene / f"{i:03d}.png")
+    secret = tmp_path / "outside.png"
+    Image.new("RGB", (64, 48), (255, 0, 0)).save(secret)
+    (scene / "001.png").symlink_to(secret)
+    with open(scene / "002.png", "wb") as fh:  # a huge sparse file named like a frame
+        fh.truncate(4 << 30)
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("a frame file was hashed whole")
+
+    import spacemind_cli.report.thumbs as thumbs
+
+    monkeypatch.setattr(fingerprint, "file_digest", no_hashing)
+    monkeypatch.setattr(thumbs, "file_digest", no_hashing, raising=False)
+    req = SceneRequest("room", {"scene": "room"}, [0, 1, 2, 3])
+    res = scene_thumbnails(req, root, tmp_path / "out", ThumbConfig())
+    assert res.status == PARTIAL and sorted(res.frames) == [0, 3]
+    assert f"{scene / '001.png'} escapes the scenes root" in res.note
+    assert "2 of 4 frames unavailable (1, 2)" in res.note
+    again = scene_thumbnails(req, root, tmp_path / "out", ThumbConfig())  # a rebuild decodes nothing
+    assert again.cached == 2 and again.decoded == 0 and again.frames == res.frames
+    os.utime(scene / "003.png", ns=(1, 1))  # a changed file: a new thumbnail
+    assert scene_thumbnails(req, root, tmp_path / "out", ThumbConfig()).decoded == 1

@@ -1,10 +1,12 @@
 """JPEG thumbnails of exactly the frames each scene was answered from, cached by content.
 
-A thumbnail's file name hashes what it shows: the source's content digest (the video's bytes, or
-the one frame file's bytes), the frame index within a video, the thumbnail size, the JPEG quality
+A thumbnail's file name hashes what it shows: its source file's identity (resolved path, size and
+modification time: read from the file system, never from the file's bytes, so a huge file named
+like a frame costs nothing), the frame index within a video, the thumbnail size, the JPEG quality
 and a format version. So a rebuild into the same report folder finds every thumbnail it made
-before and decodes nothing, and a changed video (new bytes) gets new thumbnails. File digests go
-through :mod:`spacemind_cli.fingerprint`, whose memo skips re-hashing unchanged files.
+before and decodes nothing, and a changed video (rewritten) gets new thumbnails. Only what
+decoding needs is read. A file that resolves outside the scenes root (a symlink) is refused, as
+`answer` refuses `../`.
 
     DIR/thumbs/<h[:2]>/<h>.jpg      h = 24 hex digits
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EXIT_CACHE, EXIT_RESOURCE, EXIT_USAGE, SceneError, SpacemindError
-from ..fingerprint import file_digest, text_digest
+from ..fingerprint import text_digest
 from ..scenes import SceneRef, resolve_scene, scene_files
 
 log = logging.getLogger(__name__)
@@ -149,14 +151,24 @@ def scene_thumbnails(req: SceneRequest, root: Path | None, out_dir: Path, cfg: T
         res.status, res.note = MISSING, exc.message
         return res
     res.kind = scene.kind
+    problems: list[str] = []
     try:
         files = scene_files(scene)
         if scene.kind == "video":
-            digest = file_digest(scene.path)
+            _inside_root(scene.path, root)
+            digest = _identity(scene.path)
             names = {i: thumb_name(digest, i, cfg) for i in req.indices}
         else:
             res.total_files = len(files)
-            names = {i: thumb_name(file_digest(files[i]), None, cfg) for i in req.indices if 0 <= i < len(files)}
+            names = {}
+            for i in req.indices:
+                if 0 <= i < len(files):
+                    try:
+                        _inside_root(files[i], root)
+                    except SceneError as exc:  # that frame only: the others are still shown
+                        problems.append(exc.message)
+                        continue
+                    names[i] = thumb_name(_identity(files[i]), None, cfg)
     except (OSError, SpacemindError) as exc:
         res.status, res.note = UNREADABLE, f"{scene.describe()}: {_reason(exc)}"
         return res
@@ -169,10 +181,9 @@ def scene_thumbnails(req: SceneRequest, root: Path | None, out_dir: Path, cfg: T
             res.cached += 1
         else:
             todo.append(i)
-    problems: list[str] = []
     if todo:
         try:
-            for i, frame in _decode(scene, files, todo, cfg, problems):
+            for i, frame in _decode(scene, files, todo, cfg, problems):  # todo: only files inside the root
                 data, w, h = _encode(frame, cfg)
                 _write(out_dir, names[i], data)
                 res.frames[i] = (names[i], w, h)
@@ -194,6 +205,20 @@ def scene_thumbnails(req: SceneRequest, root: Path | None, out_dir: Path, cfg: T
 # in the memory budget.
 _VIDEO_FIRST_CHUNK = 4
 _VIDEO_CHUNK_BYTES = 128 << 20
+
+
+def _identity(path: Path) -> str:
+    """What a thumbnail of `path` shows, from the file system alone: its resolved path, size and
+    modification time (a rewritten file gets new thumbnails; its bytes are never hashed)."""
+    st = os.stat(path)
+    return text_digest([os.path.realpath(path), st.st_size, st.st_mtime_ns])
+
+
+def _inside_root(path: Path, root: Path) -> None:
+    """A file the report reads must resolve inside the scenes root (a symlink out is refused)."""
+    base = os.path.realpath(root)
+    if not os.path.realpath(path).startswith(base + os.sep):
+        raise SceneError(f"{path} escapes the scenes root {root}")
 
 
 def _decode(scene: SceneRef, files: list[Path], indices: list[int], cfg: ThumbConfig, problems: list[str]):
