@@ -38,6 +38,9 @@ def test_a_step_at_the_defaults_spans_at_least_16_scenes():
             assert len(scenes) >= 16, (i, len(scenes))
         assert len(scenes) == len(packs)  # distinct scenes: the data allows it here
         assert all(len(pk.examples) <= 4 for pk in packs)
+    for e in range(2):  # every question exactly once per epoch
+        seen = Counter(i for s in range(29 * e, 29 * (e + 1)) for pk in p.step(s) for i in pk.examples)
+        assert seen == Counter(range(1800))
     # what whole-scene packs gave: ~3 scenes per step
     old = paper_plan(questions_per_pack=32)
     assert max(len({pk.scene for pk in old.step(i)}) for i in range(old.steps_per_epoch)) <= 5
