@@ -35,8 +35,8 @@ def output_lock(output: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(output, path)
-    except OSError as exc:
-        raise resource_error(exc, path) from exc
+    except OSError as exc:  # named by the output the user gave, not by our lock file
+        raise resource_error(exc, output) from exc
     try:
         yield path
     finally:
