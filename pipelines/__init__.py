@@ -63,7 +63,7 @@ def train(scenes_root: str | Path, options: RunOptions | None = None, *, questio
         raise InputError("--num-workers needs --executor ray (the local executor trains in this one process)")
     with open_job(opts, verify_cached=True, worker_logs=False) as (executor, settings):
         if opts.executor == "local":
-            from .local import fit
+            from .local_train import fit
         else:
             from . import ray_train
 
