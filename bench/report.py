@@ -135,7 +135,7 @@ def _zip_bytes(folder: Path, tmp: Path) -> int:
 
 
 def browser_timings(report: Path, loads: int = 3) -> dict:
-    from spacemind_cli.report.browser import Chromium, find_chromium
+    from bench.browser import Chromium, find_chromium
 
     if not find_chromium():
         return {"skipped": "no Chromium installed"}

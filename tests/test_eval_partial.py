@@ -62,7 +62,7 @@ def test_a_file_mixing_benchmarks_is_refused_saying_so(tmp_path):
 
 def test_compare_on_other_questions_shows_each_runs_n(tmp_path):
     """#22.6: two runs on different question sets showed one n and no warning."""
-    from spacemind_cli.eval.report import render_table
+    from spacemind_cli.eval.render import render_table
     from rich.console import Console
 
     full = write(tmp_path / "full.jsonl", VSI)

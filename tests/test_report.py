@@ -25,7 +25,7 @@ from spacemind_cli.report import ReportConfig, build_report
 
 runner = CliRunner()
 VIDEOS = EXAMPLES / "videos"
-FAST = ReportConfig(plot=False)  # the plot is matplotlib's, tested in test_eval_report; skip its cost
+FAST = ReportConfig(plot=False)  # the plot is matplotlib's, tested in test_eval_render; skip its cost
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The report in a real browser: Debian's headless Chromium, driven over the DevTools protocol
-(spacemind_cli/report/browser.py). `.ci/run` installs Chromium; without it these tests fail (they
+(bench/browser.py). `.ci/run` installs Chromium; without it these tests fail (they
 never skip).
 
 Controls are changed as a user would (value + the event the page listens to, or a real mouse
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from report_support import EXAMPLES, make_rows, page_data, write_jsonl
 
+from bench.browser import IMAGES_IN_VIEW_LOADED, Chromium, find_chromium
 from spacemind_cli.report import ReportConfig, build_report
-from spacemind_cli.report.browser import IMAGES_IN_VIEW_LOADED, Chromium, find_chromium
 
 VIDEOS = EXAMPLES / "videos"
 READY = "document.body && document.body.dataset.ready === '1'"

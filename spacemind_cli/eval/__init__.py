@@ -61,7 +61,7 @@ from .evaluate import BENCHMARKS, detect_benchmark, evaluate_file, evaluate_reco
 from .plot import plot
 from .records import Record, load_records
 from .references import REFERENCES, Reference, references_for
-from .report import load_result_json, render_table, result_from_json, to_json, to_markdown
+from .render import load_result_json, render_table, result_from_json, to_json, to_markdown
 from .result import EvalResult, Score
 
 __all__ = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spacemind_cli.files import atomic_target
 
-from .report import TITLES, CompareItem, layout, series_for
+from .render import TITLES, CompareItem, layout, series_for
 from .result import EvalResult
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InputError, resource_error
-from ..eval.report import TITLES
+from ..eval.render import TITLES
 from ..files import atomic_write_text
 from ..scenes import check_root
 from . import page

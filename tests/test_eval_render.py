@@ -153,7 +153,7 @@ def test_compare_runs_via_json(tmp_path):
 def test_a_compare_scores_json_is_read_once(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from spacemind_cli.eval.report import load_compare_item
+    from spacemind_cli.eval.render import load_compare_item
 
     path = tmp_path / "run-b.json"
     path.write_text(json.dumps(to_json(vsi_result(label="run-b", flip=True))))

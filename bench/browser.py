@@ -283,7 +283,7 @@ class Chromium:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m spacemind_cli.report.browser REPORT_DIR OUT.png [--clip SELECTOR ...]: a screenshot
+    """python -m bench.browser REPORT_DIR OUT.png [--clip SELECTOR ...]: a screenshot
     of a built report; with --clip, the listed parts (each at most --max-height px tall) stacked
     into one image. The README's screenshot is made this way."""
     import argparse
