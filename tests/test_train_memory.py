@@ -101,7 +101,8 @@ def test_the_train_job_decides_from_the_base_checkpoint(tiny_ckpt, tmp_path, mon
     if full:
         (base / "internvl" / "config.json").write_text(json.dumps(FULL))
     settings = JobSettings(checkpoint=str(base), encoder_fingerprint="", checkpoint_id="", preprocess={}, vggt_layers=(-1,),
-                           num_frames=32)
+                           num_frames=32, sampling="paper", dtype="bf16", vggt_weights="fp32", batch_size=8,
+                           max_new_tokens=16)
     on, why = _gradient_checkpointing(base, load_config(base), TrainConfig(gradient_checkpointing=asked), settings,
                                       _Executor(gpu))
     assert on is expect, why
