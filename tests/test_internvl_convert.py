@@ -128,8 +128,9 @@ def _perturb_constants(model: torch.nn.Module, seed: int) -> None:
 
 
 def _twin_model(llm: str, seed: int = 0):
-    """(transformers InternVL model, tokenizer) at toy size: Qwen2 with InternViT-300M-style
-    attention (qkv bias, no qk norm), or LLaMA-style with InternViT-6B-style (qk norm, RMS norm)."""
+    """(transformers InternVL model, tokenizer) at toy size: Qwen2 (InternVL3) with InternViT-300M-style
+    attention (qkv bias, no qk norm), or InternLM2 (LLaMA-style, InternVL2.5) / Qwen3 (InternVL3.5)
+    with InternViT-6B-style attention (qk norm, RMS norm)."""
     from transformers import InternVLForConditionalGeneration
 
     from spacemind_cli.models.tiny import tiny_internvl_config, tiny_tokenizer
@@ -144,7 +145,8 @@ def _twin_model(llm: str, seed: int = 0):
         text = {k: cfg["text_config"][k] for k in (
             "hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size", "max_position_embeddings",
             "initializer_range", "tie_word_embeddings", "eos_token_id", "pad_token_id")}  # fmt: skip
-        cfg["text_config"] = {**text, "model_type": "llama", "num_attention_heads": 4, "num_key_value_heads": 2}
+        model_type = {"internlm2": "llama", "qwen3": "qwen3"}[llm]  # InternLM2 becomes a LlamaConfig
+        cfg["text_config"] = {**text, "model_type": model_type, "num_attention_heads": 4, "num_key_value_heads": 2}
     from transformers import InternVLConfig
 
     model = InternVLForConditionalGeneration(InternVLConfig(**cfg)).eval()
@@ -192,7 +194,7 @@ def _logits(folder: Path) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits
 
 
-@pytest.mark.parametrize("llm", ["qwen2", "internlm2"])
+@pytest.mark.parametrize("llm", ["qwen2", "internlm2", "qwen3"])
 def test_original_layout_converts_to_identical_logits(tmp_path, llm):
     hf_dir, orig_dir = write_twins(tmp_path, llm)
     raw = json.loads((orig_dir / "config.json").read_text())
@@ -326,6 +328,8 @@ def test_assemble_takes_the_original_layout_and_answers_as_its_twin(tmp_path, ex
     from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
 
     hf_dir, orig_dir = write_twins(tmp_path, "qwen2")
+    index = json.loads((hf_dir / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # transformers' layout sharded with an index, as published
     runner = CliRunner()
     for name, folder in (("from-hf", hf_dir), ("from-original", orig_dir)):
         res = runner.invoke(app, ["checkpoint", "assemble", str(tmp_path / name), "--base", str(folder), "--fusion", "none"])
