@@ -104,6 +104,33 @@ def test_written_folders_load_strictly_and_run(tmp_path, tiny_raw):
     assert torch.isfinite(tokens[0]).all()
 
 
+def test_original_layout_holds_the_hf_weights_bit_for_bit(tmp_path, tiny_raw):
+    from spacemind_cli.models.internvl_convert import convert_folder, detect_layout
+
+    raw, tok = tiny_raw
+    hf = rc.write_internvl_hf(tmp_path / "hf", raw_config=raw, tokenizer=tok, shard_bytes=50_000)
+    orig = rc.write_internvl_original_from_hf(tmp_path / "orig", hf, shard_bytes=50_000)
+    assert detect_layout(orig) == "original" and detect_layout(hf) == "transformers"
+    keys = set(_tensors(orig))
+    assert {k.split(".")[0] for k in keys} == {"vision_model", "mlp1", "language_model"}
+    assert any(k.endswith("attn.qkv.weight") for k in keys) and "language_model.lm_head.weight" in keys
+    cfg = json.loads((orig / "config.json").read_text())
+    assert {"vision_config", "llm_config", "auto_map"} <= set(cfg)
+    back = convert_folder(orig, tmp_path / "back")
+    assert back["image_token_id"] == tok.convert_tokens_to_ids("<IMG_CONTEXT>")
+    # transformers loads both spellings: model.vision_tower.* (as saved today) and vision_tower.*
+    # (as its converter writes them)
+    spelled = (("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
+               ("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."))
+
+    def one_spelling(key):
+        return next((new + key[len(old):] for old, new in spelled if key.startswith(old)), key)
+
+    want = {one_spelling(k): v for k, v in _tensors(hf).items()}
+    got = {one_spelling(k): v for k, v in _tensors(tmp_path / "back").items()}
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
 def test_single_file_writer_matches_safetensors(tmp_path):
     from safetensors.torch import load_file
 

@@ -9,7 +9,9 @@ converters and the whole pipeline can be run at real sizes without a download:
     (`full_vocab_tokenizer`), `preprocessor_config.json`;
   * `write_vggt_hub`: facebook/VGGT-1B's folder: `config.json` (the hub mixin's constructor
     arguments) + fp32 `model.safetensors` holding the aggregator and camera head;
-  * `write_internvl_original`: the same InternVL weights in InternVL's own layout (see there).
+  * `write_internvl_original_from_hf`: the same InternVL weights in InternVL's original layout
+    (`vision_model.*`, `mlp1.*`, `language_model.*`; a config with vision_config, llm_config and
+    auto_map), read back shard by shard from an -hf folder.
 
 Every tensor is drawn from its own generator seeded by (seed, name), in the dtype it is stored in,
 and written shard by shard: at most one shard is in memory, never the whole model. The values are
@@ -328,6 +330,21 @@ def write_internvl_original(
         if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "preprocessor_config.json"):
             shutil.copy2(f, out / f.name)
     return out
+
+
+def write_internvl_original_from_hf(
+    out: str | os.PathLike, hf_folder: str | os.PathLike, *, shard_bytes: int = SHARD_BYTES
+) -> Path:
+    """InternVL's original layout of the -hf folder `hf_folder` (same weights, bit for bit), by
+    the inverse of transformers' converter (`internvl_convert.to_original_layout`,
+    `original_config`): what OpenGVLab publishes as e.g. InternVL3-1B."""
+    from .internvl_convert import original_config, to_original_layout
+
+    hf = internvl_hf_config(json.loads((Path(hf_folder) / "config.json").read_text())).to_dict()
+    return write_internvl_original(
+        out, hf_folder, to_original=lambda items: to_original_layout(items, hf),
+        original_config=lambda _raw: original_config(hf), shard_bytes=shard_bytes,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ VGGT
