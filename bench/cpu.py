@@ -161,10 +161,11 @@ def run_baseline(workload, ckpt: Path, per_scene: int, threads: int) -> dict:
     from spacemind_cli.models.preprocess import PreprocessConfig, prepare
     from spacemind_cli.models.spacemind import SpaceMind
     from spacemind_cli.questions import read_questions
+    from spacemind_cli.runtime import use_torch_threads
     from spacemind_cli.scenes import load_clip
 
     settings = make_settings(RunOptions(ckpt, cpu_threads=threads))
-    torch.set_num_threads(settings.cpu_threads)  # what the pipeline's model stage sets
+    use_torch_threads(settings.cpu_threads)  # what the pipeline's model stage sets
     cfg = PreprocessConfig.from_dict(settings.preprocess)
     t0 = time.perf_counter()
     model = SpaceMind.from_pretrained(ckpt, device="cpu", dtype=torch.float32)

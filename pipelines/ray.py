@@ -35,6 +35,7 @@ from spacemind_cli.errors import ResourceError, SpacemindError
 from spacemind_cli.jobs.records import ItemResult, LoadedItem, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
 from spacemind_cli.jobs.stages import LoadedStage, ModelStage, load_ahead, load_item
+from spacemind_cli.runtime import torch_threads
 
 from . import ray_runtime
 
@@ -180,8 +181,8 @@ class NodeRoute:
     def run(self, items: list[WorkItem], stage, settings: JobSettings, on_result) -> None:
         import ray
 
-        if not self.use_gpu and settings.cpu_threads is None:
-            settings = dataclasses.replace(settings, cpu_threads=self.share)
+        if not self.use_gpu:
+            settings = dataclasses.replace(settings, cpu_threads=torch_threads(settings.cpu_threads, self.share))
         readers = max(1, self.share - 1)
         workers = self.workers[: max(1, min(len(self.workers), len(items)))]
         shares = [items[w :: len(workers)] for w in range(len(workers))]
@@ -295,10 +296,8 @@ def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result,
     from ray.data import ActorPoolStrategy, DataContext
 
     actor_cpus = GPU_ACTOR_CPUS if use_gpu else cpu_actor_share(*ray_runtime.cluster_cpus(), actors)
-    if not use_gpu and settings.cpu_threads is None:
-        # torch threads = the CPUs this actor reserved, never the driver's count: several
-        # actors per node, or nodes unlike the driver, must not oversubscribe their cores.
-        settings = dataclasses.replace(settings, cpu_threads=max(1, int(actor_cpus)))
+    if not use_gpu:
+        settings = dataclasses.replace(settings, cpu_threads=torch_threads(settings.cpu_threads, actor_cpus))
     ray_runtime.quiet_ray_data_console()
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI shows its own

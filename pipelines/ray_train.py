@@ -20,6 +20,7 @@ from pathlib import Path
 
 from spacemind_cli.errors import SpacemindError
 from spacemind_cli.files import atomic_write_text
+from spacemind_cli.runtime import torch_threads
 
 from . import ray_runtime
 from .ray import lost_workers_error, spacemind_error_in, worker_exception_in
@@ -88,11 +89,10 @@ def _result_path(spec) -> Path:
     return Path(spec.output).resolve() / "training" / "result.json"
 
 
-def cpu_worker_threads(num_workers: int, cluster_cpus: float, largest_node_cpus: float) -> int:
-    """Torch threads for each CPU worker: its share of the cluster's cores (each worker taking
-    the whole machine's count would oversubscribe it num_workers times), never more than one
-    node holds."""
-    return max(1, int(min(cluster_cpus // num_workers, largest_node_cpus)))
+def cpu_worker_share(num_workers: int, cluster_cpus: float, largest_node_cpus: float) -> float:
+    """CPUs each CPU worker counts as its own: its share of the cluster's cores, never more than
+    one node holds."""
+    return min(cluster_cpus // num_workers, largest_node_cpus)
 
 
 def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> dict:
@@ -102,8 +102,8 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
 
     training_dir = Path(spec.output).resolve() / "training"
     _result_path(spec).unlink(missing_ok=True)
-    if not use_gpu and spec.settings.cpu_threads is None:
-        threads = cpu_worker_threads(num_workers, *ray_runtime.cluster_cpus())
+    if not use_gpu:
+        threads = torch_threads(spec.settings.cpu_threads, cpu_worker_share(num_workers, *ray_runtime.cluster_cpus()))
         spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, cpu_threads=threads))
     trainer = TorchTrainer(
         _worker,

@@ -36,6 +36,27 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def torch_threads(requested: int | None, reserved_cpus: float | None = None) -> int:
+    """The torch thread count of a model worker on CPU, the one policy for answer, extract and
+    train on every executor: `requested` (--threads) when given; else the CPUs the worker reserved
+    (a Ray actor's or Ray Train worker's share: taking the machine's count would oversubscribe a
+    node running several workers, or one unlike the driver's); else the CPUs this process may run on."""
+    if requested:
+        return requested
+    if reserved_cpus is not None:
+        return max(1, int(reserved_cpus))
+    return len(os.sched_getaffinity(0))
+
+
+def use_torch_threads(requested: int | None) -> int:
+    """Set torch's thread count in this worker by `torch_threads`; returns it."""
+    import torch
+
+    threads = torch_threads(requested)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def compute_dtype(device: str, requested: str | None = None):
     """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU (unless asked)."""
     import torch

@@ -142,10 +142,15 @@ def test_the_train_command_defaults_are_the_config_defaults():
 
 
 def test_each_cpu_train_worker_gets_its_share_of_the_cores():
-    from pipelines.ray_train import cpu_worker_threads
+    from pipelines.ray_train import cpu_worker_share
+    from spacemind_cli.runtime import torch_threads
 
-    assert cpu_worker_threads(2, 16.0, 16.0) == 8  # two workers on one 16-core machine: 8 each, not 16
-    assert cpu_worker_threads(1, 16.0, 16.0) == 16
-    assert cpu_worker_threads(4, 2.0, 2.0) == 1  # more workers than cores: one thread each, never 0
-    assert cpu_worker_threads(1, 16.0, 8.0) == 8  # two 8-core nodes: one worker runs on one of them
-    assert cpu_worker_threads(3, 16.0, 16.0) == 5
+    def threads(*cluster):
+        return torch_threads(None, cpu_worker_share(*cluster))
+
+    assert threads(2, 16.0, 16.0) == 8  # two workers on one 16-core machine: 8 each, not 16
+    assert threads(1, 16.0, 16.0) == 16
+    assert threads(4, 2.0, 2.0) == 1  # more workers than cores: one thread each, never 0
+    assert threads(1, 16.0, 8.0) == 8  # two 8-core nodes: one worker runs on one of them
+    assert threads(3, 16.0, 16.0) == 5
+    assert torch_threads(3, 16.0) == 3  # --threads wins over the share

@@ -26,10 +26,9 @@ from packaging.version import Version
 from torch import nn
 
 from spacemind_cli.models import generation, internvl
-from spacemind_cli.models.internvl import VISION_PREFIXES
-from spacemind_cli.models.spacemind import SpaceMind
 from spacemind_cli.models.components import safetensors_header
-from spacemind_cli.models.inspect import LLM_PREFIXES, PROJECTOR_PREFIXES
+from spacemind_cli.models.internvl import WEIGHT_PREFIXES
+from spacemind_cli.models.spacemind import SpaceMind
 
 TF = Version(transformers.__version__)
 
@@ -206,9 +205,9 @@ def test_saved_weight_names_are_ones_we_classify(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     header = safetensors_header(next((tmp_path / "m").glob("*.safetensors")))
     for key in header:
-        groups = [p for p in (VISION_PREFIXES, PROJECTOR_PREFIXES, LLM_PREFIXES) if key.startswith(p)]
+        groups = [p for p in WEIGHT_PREFIXES.values() if key.startswith(p)]
         assert len(groups) == 1, key
-    assert any(k.startswith(VISION_PREFIXES) for k in header)
+    assert any(k.startswith(WEIGHT_PREFIXES["vision"]) for k in header)
     reloaded, _ = internvl.load(str(tmp_path / "m"), device="cpu", dtype=torch.float32)
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)

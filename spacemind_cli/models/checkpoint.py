@@ -172,7 +172,7 @@ def encoder_fingerprint(path: str | os.PathLike, trusted_paths=()) -> str:
     config = load_config(root)
     base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
     if Path(base).exists():
-        vision = safetensors_digest(internvl_weight_files(base), internvl.VISION_PREFIXES)
+        vision = safetensors_digest(internvl_weight_files(base), internvl.WEIGHT_PREFIXES["vision"])
         vision_cfg = read_json(Path(base) / "config.json")
     else:  # hub id: the id stands for its weights
         vision, vision_cfg = base, {}

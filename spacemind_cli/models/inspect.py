@@ -25,20 +25,18 @@ from .components import (
     vggt_config,
     vggt_source,
 )
-from .internvl import SHARD_INDEX, VISION_PREFIXES, missing_shards
+from .internvl import SHARD_INDEX, WEIGHT_PREFIXES, missing_shards
 from .vggt import SKIPPED_PREFIXES as VGGT_HEAD_PREFIXES
 
-PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
-LLM_PREFIXES = ("model.language_model.", "language_model.", "lm_head.")
 _ST_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
     "BOOL": "bool",
 }  # fmt: skip
 _INTERNVL_PARTS = (
-    ("vision", "InternVL vision tower", VISION_PREFIXES),
-    ("projector", "InternVL projector", PROJECTOR_PREFIXES),
-    ("llm", "InternVL LLM", LLM_PREFIXES),
+    ("vision", "InternVL vision tower", WEIGHT_PREFIXES["vision"]),
+    ("projector", "InternVL projector", WEIGHT_PREFIXES["projector"]),
+    ("llm", "InternVL LLM", WEIGHT_PREFIXES["llm"]),
 )
 
 

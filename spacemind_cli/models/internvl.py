@@ -84,7 +84,14 @@ def _generation_config(folder: Path, model):
     return model.generation_config
 
 
-# Older saves' weight names (transformers 4.x, InternVL's -hf conversion) -> the 5.x names, the
+# InternVL's weight-key names, in one place: each part's prefixes (5.x names first, then the
+# legacy ones older saves carry), read by loading, fingerprints, `checkpoint inspect` and LoRA;
+WEIGHT_PREFIXES = {
+    "vision": ("model.vision_tower.", "vision_tower."),
+    "projector": ("model.multi_modal_projector.", "multi_modal_projector."),
+    "llm": ("model.language_model.", "language_model.", "lm_head."),
+}
+# and older saves' names (transformers 4.x, InternVL's -hf conversion) -> the 5.x names, the
 # renaming transformers' own loader applies to InternVL; the first prefix that matches wins.
 LEGACY_KEYS = (
     ("language_model.model.", "model.language_model."),
@@ -240,9 +247,6 @@ def _transformers_quiet():
         hf_logging.set_verbosity(level)
 
 
-VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")  # transformers 5.x and legacy names
-
-
 def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
     """InternVL with only its vision tower loaded (the projector and LLM stay on the meta device,
     unallocated, their weights never read): what feature extraction needs, without reading an 8B
@@ -256,7 +260,7 @@ def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_impleme
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read InternVL config in {path}: {' '.join(str(exc).split())[:300]}") from None
     model = _skeleton(config, dtype, attn_implementation)
-    tower = VISION_PREFIXES[0]
+    tower = WEIGHT_PREFIXES["vision"][0]
     expected = set(model.state_dict())
 
     def vision_key(key: str) -> str | None:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .internvl import WEIGHT_PREFIXES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIXES = ("base_model.model.", "base_model.")
 _LORA_PART = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.(?P<adapter>[^.]+))?\.weight$")
 _UNSUPPORTED_PARTS = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "lora_E")
-_VISION = ("model.vision_tower.",)
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _resolve_module(modules: dict[str, nn.Module], path: str, key: str, want_lin
             why = f"{len(found)} modules ({', '.join(found)})"
         raise CheckpointError(f"LoRA adapter key {key} maps to {why} in the InternVL model (module path {path!r})")
     name = found[0]
-    if name.startswith(_VISION):
+    if name.startswith(WEIGHT_PREFIXES["vision"]):
         raise CheckpointError(
             f"LoRA adapter key {key} targets the vision tower ({name}); only the LLM and projector can be "
             "adapted (vision features are cached under a fingerprint that does not include LoRA)"

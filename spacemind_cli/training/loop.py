@@ -84,7 +84,8 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
 
 def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     from ..models.spacemind import SpaceMind
-    from ..runtime import autocast as autocast_to, compute_dtype
+    from ..runtime import autocast as autocast_to
+    from ..runtime import compute_dtype, use_torch_threads
     from .evaluate import evaluate
     from .export import export_checkpoint
     from .model import TrainableSpaceMind
@@ -93,9 +94,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     s = spec.settings
     device = runtime.device(s.device)
     if device == "cpu":
-        import os
-
-        torch.set_num_threads(s.cpu_threads or len(os.sched_getaffinity(0)))
+        use_torch_threads(s.cpu_threads)
     torch.manual_seed(cfg.seed)
     # Frozen weights in the compute dtype (bf16 on GPU: 16 GB for the 8B model, not 32); the
     # trained ones in fp32 (master weights), the forward under autocast.

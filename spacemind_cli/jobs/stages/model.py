@@ -45,12 +45,12 @@ class ModelStage:
     def __init__(self, settings: JobSettings):
         import torch
 
-        from ...runtime import pick_device
+        from ...runtime import pick_device, use_torch_threads
 
         self.settings = settings
         self.device = pick_device(settings.device)
         if self.device == "cpu":
-            torch.set_num_threads(settings.cpu_threads or len(os.sched_getaffinity(0)))
+            use_torch_threads(settings.cpu_threads)
         self._torch = torch
         self._model = None
         self._load_failure: tuple[str, str] | None = None  # (message, error class) of a failed lazy load
