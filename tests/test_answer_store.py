@@ -113,20 +113,6 @@ def test_compaction_never_drops_a_record_of_this_run(tmp_path, monkeypatch):
     assert len(lines) == 2 * PER_SCENE + 1  # duplicates merged, both versions of question 1 kept
 
 
-def test_shards_of_the_untagged_layout_are_split_by_run_key(tmp_path):
-    """Shards written before run tags were in shard names are sorted into tagged shards."""
-    out = tmp_path / "a.jsonl"
-    parts = out.with_name(out.name + ".parts")
-    parts.mkdir()
-    lines = [{"i": i, "q": DIGESTS[i], "r": "old" if i % 2 else "new", "row": {"i": i, "run": "old" if i % 2 else "new"}}
-             for i in range(6)]
-    (parts / f"shard-{'0' * 32}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    store = AnswerStore(out, "new")
-    assert answers(store) == [(0, "new"), (2, "new"), (4, "new")]
-    assert store.other_runs() == {run_tag("old"): 3}
-    assert not (parts / f"shard-{'0' * 32}.jsonl").exists()
-
-
 def test_damaged_lines_are_skipped_and_their_questions_asked_again(tmp_path):
     store = AnswerStore(tmp_path / "a.jsonl", "k")
     store.write(scene_records("x", 0))

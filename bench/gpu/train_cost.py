@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .context import Ctx, ratio, rnd
 
-# The paper's recipe (arXiv 2511.23075; /work/shared/SPEC.md section 8).
+# The paper's recipe (arXiv 2511.23075, its training setup).
 PAPER = {"questions": 700_000, "epochs": 2, "global_batch": 64, "gpus": 64, "hours": 25.0, "gpu_hours": 1600.0,
          "what": "SpaceMind SFT: ~700K QA (VLM-3R data + ViCA-322K + SQA3D train), 2 epochs, global batch 64, "
                  "32 frames, CGMF + LoRA r256; 64 H100 x ~25 h = ~1,600 H100-hours"}

@@ -12,7 +12,7 @@ import numpy as np
 
 from spacemind_cli.errors import InputError
 
-from .result import Score
+from .result import EvalResult, Score
 
 # --------------------------------------------------------------------------------------------
 # Variants. "official" (the default) reproduces each benchmark's own scoring code; every other
@@ -228,3 +228,51 @@ def aggregate_categories(
 def unlabelled_note(n: int) -> str:
     """The note of a partly labelled file: its rows without ground truth are not scored."""
     return f"{n} question(s) without ground truth left unscored"
+
+
+def scored_result(
+    benchmark: str,
+    variants: frozenset[str],
+    source: str,
+    label: str,
+    *,
+    n_rows: int,
+    samples: list[dict[str, Any]],
+    scores: list[Score],
+    official: dict[str, Any],
+    per_type: dict[str, dict[str, Any]],
+    notes: list[str],
+    unscored: dict[str, int] | None = None,
+    unlabelled: int = 0,
+    title: str = "",
+) -> EvalResult:
+    """The ending every scorer shares: after the scorer's own notes, the question types left
+    unscored (not `title`'s), the questions without a prediction and the rows without ground
+    truth; then the EvalResult."""
+    unscored = unscored or {}
+    notes = list(notes)
+    if unscored:
+        notes.append(
+            f"unscored question types (not {title}): " + ", ".join(f"{k} ({v})" for k, v in sorted(unscored.items()))
+        )
+    n_missing = sum(1 for s in samples if s["missing"])
+    if n_missing:
+        notes.append(f"{n_missing} question(s) without a prediction, scored as wrong")
+    if unlabelled:
+        notes.append(unlabelled_note(unlabelled))
+    return EvalResult(
+        benchmark=benchmark,
+        variant=variant_name(variants),
+        source=source,
+        label=label,
+        scores=scores,
+        official=official,
+        n_rows=n_rows,
+        n_scored=len(samples),
+        n_missing_prediction=n_missing,
+        n_unlabelled=unlabelled,
+        unscored=unscored,
+        per_type=per_type,
+        notes=notes,
+        samples=samples,
+    )

@@ -53,9 +53,8 @@ from .common import (
     mean_relative_accuracy,
     numeric_ground_truth,
     per_type_table,
+    scored_result,
     to_float,
-    variant_name,
-    unlabelled_note,
 )
 from .records import Record
 from .result import EvalResult, Score
@@ -276,28 +275,6 @@ def score_records(
     elif samples:
         present = sorted({s["part"] for s in samples})
         notes.append(f"only {', '.join(present)} in this file: no SPBench overall")
-    if unscored:
-        notes.append(
-            "unscored question types (not SPBench): " + ", ".join(f"{k} ({v})" for k, v in sorted(unscored.items()))
-        )
-    n_missing = sum(1 for s in samples if s["missing"])
-    if n_missing:
-        notes.append(f"{n_missing} question(s) without a prediction, scored as wrong")
-    if unlabelled:
-        notes.append(unlabelled_note(unlabelled))
-    return EvalResult(
-        benchmark=BENCHMARK,
-        variant=variant_name(variants),
-        source=source,
-        label=label,
-        scores=scores,
-        official=official,
-        n_rows=len(records),
-        n_scored=len(samples),
-        n_missing_prediction=n_missing,
-        n_unlabelled=unlabelled,
-        unscored=unscored,
-        per_type=per_type,
-        notes=notes,
-        samples=samples,
-    )
+    return scored_result(BENCHMARK, variants, source, label, n_rows=len(records), samples=samples, scores=scores,
+                         official=official, per_type=per_type, notes=notes, unscored=unscored, unlabelled=unlabelled,
+                         title="SPBench")

@@ -39,7 +39,7 @@ from typing import Any
 
 from spacemind_cli.errors import InputError
 
-from .common import mean, unlabelled_note, variant_name
+from .common import mean, scored_result
 from .records import Record
 from .result import EvalResult, Score
 
@@ -196,27 +196,9 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
     for qt, entry in per_type.items():
         entry["value"] = entry.get("em")
     notes = list(micro_note)
-    if n_missing_all:
-        notes.append(f"{n_missing_all} question(s) without a prediction, scored as wrong")
     empties = sum(1 for s in samples if s["normalised_prediction"] is not None and not _squash(s["normalised_prediction"]))
     if empties:
         how = "contained in every answer, so EM@R1 = 1, as LEO's code scores them" if empty_matches else "never match (variant nonempty)"
         notes.append(f"{empties} prediction(s) empty after normalisation: {how}")
-    if unlabelled:
-        notes.append(unlabelled_note(unlabelled))
-    return EvalResult(
-        benchmark=BENCHMARK,
-        variant=variant_name(variants),
-        source=source,
-        label=label,
-        scores=scores,
-        official=official,
-        n_rows=len(records),
-        n_scored=len(samples),
-        n_missing_prediction=n_missing_all,
-        n_unlabelled=unlabelled,
-        unscored={},
-        per_type=per_type,
-        notes=notes,
-        samples=samples,
-    )
+    return scored_result(BENCHMARK, variants, source, label, n_rows=len(records), samples=samples, scores=scores,
+                         official=official, per_type=per_type, notes=notes, unlabelled=unlabelled)

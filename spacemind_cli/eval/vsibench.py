@@ -41,9 +41,8 @@ from .common import (
     mean_relative_accuracy,
     numeric_ground_truth,
     per_type_table,
+    scored_result,
     to_float,
-    variant_name,
-    unlabelled_note,
 )
 from .records import Record
 from .result import EvalResult
@@ -148,10 +147,6 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
         avg_key=OVERALL_KEY,
         avg_column=OVERALL_COLUMN,
     )
-    if unscored:
-        notes.append(
-            "unscored question types (not VSI-Bench): " + ", ".join(f"{k} ({v})" for k, v in sorted(unscored.items()))
-        )
     zero_gt = sum(1 for s in samples if s.get("ground_truth") == 0 and s["question_type"] in NA_QUESTION_TYPES)
     if zero_gt:
         notes.append(f"{zero_gt} numeric question(s) with ground truth 0: scored 1 for an exact 0, else 0")
@@ -161,24 +156,6 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
             official[cell.key] = cell.value
     official["tabulated_keys"] = ", ".join(k for k in official)
     official["tabulated_results"] = ", ".join(f"{v:.3f}" for k, v in official.items() if k != "tabulated_keys")
-    n_missing = sum(1 for s in samples if s["missing"])
-    if n_missing:
-        notes.append(f"{n_missing} question(s) without a prediction, scored as wrong")
-    if unlabelled:
-        notes.append(unlabelled_note(unlabelled))
-    return EvalResult(
-        benchmark=BENCHMARK,
-        variant=variant_name(variants),
-        source=source,
-        label=label,
-        scores=scores,
-        official=official,
-        n_rows=len(records),
-        n_scored=len(samples),
-        n_missing_prediction=n_missing,
-        n_unlabelled=unlabelled,
-        unscored=unscored,
-        per_type=per_type_table(samples),
-        notes=notes,
-        samples=samples,
-    )
+    return scored_result(BENCHMARK, variants, source, label, n_rows=len(records), samples=samples, scores=scores,
+                         official=official, per_type=per_type_table(samples), notes=notes, unscored=unscored,
+                         unlabelled=unlabelled, title="VSI-Bench")

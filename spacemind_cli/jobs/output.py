@@ -96,7 +96,6 @@ class AnswerStore:
             for p in (self.output, self.errors_path, self.summary_path):
                 remove_quietly(p)
         self._prepare_dir()
-        self._split_untagged_shards()
 
     def _prepare_dir(self) -> None:
         try:
@@ -110,28 +109,6 @@ class AnswerStore:
             remove_quietly(stale)
         for path in (self.output, self.errors_path, self.summary_path):  # a crash mid-finalize, mid-run
             remove_stale_temps(path)
-
-    def _split_untagged_shards(self) -> None:
-        """Shards written before run tags were in their names (`shard-<random>.jsonl`) are split
-        into one tagged shard per run key they hold, then removed (crash-safe: the tagged shards
-        land first; a rerun after a crash only finds exact duplicates, which merging drops)."""
-        untagged = [p for p in self.parts.glob(SHARD_GLOB) if _SHARD_NAME.fullmatch(p.name) is None]
-        if not untagged:
-            return
-        by_key: dict[str, list[dict]] = {}
-        for path in sorted(untagged):
-            for rec in self._read_shard(path):
-                by_key.setdefault(str(rec.get("r")), []).append(rec)
-        for key, recs in by_key.items():
-            recs.sort(key=lambda r: r["i"])
-
-            def dump(fh, recs=recs):
-                for rec in recs:
-                    fh.write(json_line(rec))
-
-            self._write_shard(run_tag(key), dump)
-        for path in untagged:
-            remove_quietly(path)
 
     # ------------------------------------------------------------ reading back
     def _shard_files(self, tag: str | None = None) -> list[Path]:

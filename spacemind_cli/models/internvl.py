@@ -3,8 +3,8 @@
 We use transformers' `InternVLForConditionalGeneration` unchanged and only split its image
 path in two: `vision_features` (vision tower + pixel shuffle, what the feature cache stores)
 and `project` (the multimodal projector). Their composition equals the library's own
-`get_image_features`, whose return type drifted (a tensor in 4.x, an output object with
-`pooler_output` in 5.x); `image_features` handles both.
+`get_image_features`, which returns an output object with `pooler_output` (a tuple under
+`return_dict=False`); `image_features` reads either.
 """
 
 from __future__ import annotations
@@ -313,12 +313,10 @@ def project(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """transformers' own projected image features, whatever the installed version returns."""
+    """transformers' own projected image features (its output object, or that object's tuple)."""
     # return_dict=True: with a config saying return_dict=False, 5.x would return a tuple.
     out = model.get_image_features(pixel_values=pixel_values, return_dict=True)
-    if isinstance(out, torch.Tensor):  # transformers 4.x
-        return out
-    if getattr(out, "pooler_output", None) is not None:  # 5.x
+    if getattr(out, "pooler_output", None) is not None:
         return out.pooler_output
     if isinstance(out, (tuple, list)):
         # BaseModelOutputWithPooling.to_tuple(): (last_hidden_state, pooler_output, ...); the
