@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from ..defaults import DEFAULTS
 from ..errors import EXIT_PARTIAL
+from ..summaries import AnswerSummary
 from . import options as opt
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, summary_table
 from .progress import job_progress
 
 HELP = (
@@ -26,36 +26,30 @@ HELP = (
 )
 
 
-def print_summary(summary: dict, scenes: Path | None = None) -> None:
-    table = Table(title="spacemind answer", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    table.add_row("questions", f"{summary['questions']} ({summary['answered']} answered now, {summary['resumed']} resumed)")
-    if summary.get("other_settings_kept"):
-        table.add_row(
-            "other settings",
-            f"{summary['other_settings_kept']} earlier answer(s) made with other settings kept apart, not in this output "
-            "(rerun with those settings to reuse them; --overwrite drops them)",
-        )
-    table.add_row("failed", str(summary["failed"] + summary["question_problems"]))
-    table.add_row("scenes", str(summary["scenes"]))
-    cache = summary.get("cache") or {}
-    table.add_row("cache", ", ".join(f"{k} {v}" for k, v in sorted(cache.items())) or "-")
-    qps = summary.get("questions_per_s")
-    table.add_row("throughput", f"{qps:.2f} questions/s" if qps else "-")
-    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
-    for a in summary.get("actors", []):
+def print_summary(summary: AnswerSummary, scenes: Path | None = None) -> None:
+    s = summary
+    browse = None
+    if scenes is not None and s.rows_written:
+        out = Path(s.output)
+        browse = (f"spacemind report {shlex.quote(str(out))} --scenes {shlex.quote(str(scenes))} "
+                  f"--output {shlex.quote(str(out.with_name(out.stem + '-report')))}")
+    rows = [
+        ("questions", f"{s.questions} ({s.answered} answered now, {s.resumed} resumed)"),
+        ("other settings", f"{s.other_settings_kept} earlier answer(s) made with other settings kept apart, not in this "
+                           "output (rerun with those settings to reuse them; --overwrite drops them)"
+         if s.other_settings_kept else None),
+        ("failed", s.not_answered),
+        ("scenes", s.scenes),
+        ("cache", ", ".join(f"{k} {v}" for k, v in sorted(s.cache.items())) or "-"),
+        ("throughput", f"{s.questions_per_s:.2f} questions/s" if s.questions_per_s else "-"),
+        ("time", f"{s.elapsed_s:.1f} s"),
+    ]
+    for a in s.actors:
         mem = a.get("peak_memory_bytes")
         mem_s = f", peak GPU memory {mem / 2**30:.2f} GiB" if mem else ""
-        table.add_row("actor", f"{a.get('device')} on node {str(a.get('node'))[:12]}: {a['questions']} questions{mem_s}")
-    table.add_row("output", summary["output"])
-    if summary.get("errors_file"):
-        table.add_row("errors", summary["errors_file"])
-    if scenes is not None and summary.get("rows_written"):
-        out = Path(summary["output"])
-        table.add_row("browse", f"spacemind report {shlex.quote(str(out))} --scenes {shlex.quote(str(scenes))} "
-                      f"--output {shlex.quote(str(out.with_name(out.stem + '-report')))}")
-    console.print(table)
+        rows.append(("actor", f"{a.get('device')} on node {str(a.get('node'))[:12]}: {a['questions']} questions{mem_s}"))
+    rows += [("output", s.output), ("errors", s.errors_file), ("browse", browse)]
+    console.print(summary_table("spacemind answer", rows))
 
 
 @handle_errors
@@ -96,13 +90,10 @@ def answer(
         summary = run_answer(scenes, options, output=output, questions=str(questions) if questions else None,
                              template=str(template) if template else None, overwrite=overwrite, progress=progress)
     print_summary(summary, scenes if template is None else None)
-    if summary["has_ground_truth"] and not no_eval and template is None and summary["rows_written"]:
+    if summary.has_ground_truth and not no_eval and template is None and summary.rows_written:
         _print_scores(output)
-    if summary["failed"] or summary["question_problems"]:
-        err_console.print(
-            f"[yellow]{summary['failed'] + summary['question_problems']} question(s) could not be answered; "
-            f"see {summary['errors_file']}[/]"
-        )
+    if summary.not_answered:
+        err_console.print(f"[yellow]{summary.not_answered} question(s) could not be answered; see {summary.errors_file}[/]")
         raise typer.Exit(EXIT_PARTIAL)
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import EXIT_CACHE, CacheError, InputError
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, summary_table
 
 app = typer.Typer(
     help="Inspect, verify and prune a feature cache (Parquet files, one per scene entry; any Arrow reader opens them).",
@@ -69,20 +69,18 @@ def ls(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache fo
 def info(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder.")):
     """Totals: entries, bytes, encoder fingerprints, leftover temp files."""
     stats = _open(cache).stats()
-    table = Table(title=f"cache {cache}", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    table.add_row("schema version", str(stats["schema_version"]))
-    table.add_row("entries", str(stats["entries"]))
-    table.add_row("size", _size(stats["bytes"]))
-    if stats["entries"]:
-        table.add_row("per entry", _size(stats["bytes"] // stats["entries"]))
-    table.add_row("unreadable", str(stats["unreadable"]))
-    table.add_row("temp files", str(stats["temp_files"]))
+    rows = [
+        ("schema version", stats["schema_version"]),
+        ("entries", stats["entries"]),
+        ("size", _size(stats["bytes"])),
+        ("per entry", _size(stats["bytes"] // stats["entries"]) if stats["entries"] else None),
+        ("unreadable", stats["unreadable"]),
+        ("temp files", stats["temp_files"]),
+    ]
     for fp, d in stats["by_fingerprint"].items():
         desc = d.get("info") or {}
-        table.add_row(f"fingerprint {fp[:12]}", f"{d['entries']} entries, {_size(d['bytes'])} {desc.get('checkpoint', '')}")
-    console.print(table)
+        rows.append((f"fingerprint {fp[:12]}", f"{d['entries']} entries, {_size(d['bytes'])} {desc.get('checkpoint', '')}"))
+    console.print(summary_table(f"cache {cache}", rows))
 
 
 @app.command("verify")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..defaults import DEFAULTS
 from ..errors import EXIT_CHECKPOINT, InputError
-from .common import console, fail, handle_errors
+from .common import console, fail, handle_errors, summary_table
 
 app = typer.Typer(
     help=(
@@ -74,14 +74,8 @@ def inspect(ckpt_dir: Path = typer.Argument(..., metavar="CKPT", help="Checkpoin
     for comp in report.get("components", []):
         table.add_row(comp["name"], f"{comp.get('parameters', 0):,}", ", ".join(comp.get("dtypes", [])), str(comp.get("source", "")))
     console.print(table)
-    settings = Table(show_header=False, title="settings")
-    settings.add_column("what", style="bold")
-    settings.add_column("value")
-    for k, v in report.get("config", {}).items():
-        settings.add_row(k, str(v))
-    for k, v in report.get("fingerprints", {}).items():
-        settings.add_row(k, str(v))
-    console.print(settings)
+    console.print(summary_table("settings", [(k, str(v)) for k, v in [*report.get("config", {}).items(),
+                                                                       *report.get("fingerprints", {}).items()]]))
     for missing in report.get("missing", []):
         console.print(f"[yellow]missing:[/] {missing}")
     if not report["complete"]:  # scripts use inspect as a check

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from ..defaults import DEFAULTS
 from ..errors import EXIT_PARTIAL
 from . import options as opt
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, summary_table
 from .progress import job_progress
 
 HELP = (
@@ -58,18 +57,12 @@ def extract(
     )
     with job_progress("encoding", "scenes") as progress:
         summary = run_extract(scenes, options, questions=str(questions) if questions else None, progress=progress)
-    table = Table(title="spacemind extract", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    for key in ("scenes", "encoded", "cached", "failed"):
-        table.add_row(key, str(summary[key]))
-    rate = summary.get("scenes_per_s")
-    table.add_row("throughput", f"{rate:.2f} scenes/s" if rate else "-")
-    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
-    table.add_row("cache", summary["cache"])
-    if summary.get("errors_file"):
-        table.add_row("errors", summary["errors_file"])
-    console.print(table)
-    if summary["failed"] or summary["question_problems"]:
-        err_console.print(f"[yellow]{summary['failed']} scene(s) failed; see {summary['errors_file']}[/]")
+    s = summary
+    console.print(summary_table("spacemind extract", [
+        ("scenes", s.scenes), ("encoded", s.encoded), ("cached", s.cached), ("failed", s.failed),
+        ("throughput", f"{s.scenes_per_s:.2f} scenes/s" if s.scenes_per_s else "-"), ("time", f"{s.elapsed_s:.1f} s"),
+        ("cache", s.cache), ("errors", s.errors_file),
+    ]))
+    if s.failed or s.question_problems:
+        err_console.print(f"[yellow]{s.failed} scene(s) failed; see {s.errors_file}[/]")
         raise typer.Exit(EXIT_PARTIAL)

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import EXIT_PARTIAL
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, summary_table
 from .progress import job_progress
 
 HELP = (
@@ -28,34 +27,23 @@ HELP = (
 
 
 def print_summary(summary: dict) -> None:
-    table = Table(title="spacemind report", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    scored = f", {summary['scored']} scored ({summary['benchmark']})" if summary.get("benchmark") else ", not scored"
-    table.add_row("questions", f"{summary['questions']}{scored}")
     status = summary.get("scene_status") or {}
     bad = sum(v for k, v in status.items() if k != "ok")
-    table.add_row("scenes", f"{summary['scenes']}" + (f" ({bad} without all their frames)" if bad else ""))
-    table.add_row(
-        "thumbnails", f"{summary['thumbnails']} ({summary['decoded']} decoded, {summary['cached']} reused)"
-    )
     join = summary.get("join")
-    if join:
-        table.add_row(
-            "compare",
-            f"{join['matched']} in both ({join['matched_on']}), {join['disagree']} disagree; "
-            f"{join['only_a']} only in A, {join['only_b']} only in B",
-        )
-    if summary.get("run_failures"):
-        table.add_row("run failures", str(summary["run_failures"]))
     b = summary["bytes"]
-    table.add_row(
-        "page weight",
-        f"{b['page'] / 1e6:.2f} MB page + {b['thumbnails'] / 1e6:.2f} MB thumbnails; first page {b['first_page'] / 1e6:.2f} MB",
-    )
-    table.add_row("time", f"{summary['timing_s']['total']:.1f} s")
-    table.add_row("open", Path(summary["index"]).resolve().as_uri())
-    console.print(table)
+    scored = f", {summary['scored']} scored ({summary['benchmark']})" if summary.get("benchmark") else ", not scored"
+    console.print(summary_table("spacemind report", [
+        ("questions", f"{summary['questions']}{scored}"),
+        ("scenes", f"{summary['scenes']}" + (f" ({bad} without all their frames)" if bad else "")),
+        ("thumbnails", f"{summary['thumbnails']} ({summary['decoded']} decoded, {summary['cached']} reused)"),
+        ("compare", f"{join['matched']} in both ({join['matched_on']}), {join['disagree']} disagree; "
+                    f"{join['only_a']} only in A, {join['only_b']} only in B" if join else None),
+        ("run failures", summary.get("run_failures") or None),
+        ("page weight", f"{b['page'] / 1e6:.2f} MB page + {b['thumbnails'] / 1e6:.2f} MB thumbnails; "
+                        f"first page {b['first_page'] / 1e6:.2f} MB"),
+        ("time", f"{summary['timing_s']['total']:.1f} s"),
+        ("open", Path(summary["index"]).resolve().as_uri()),
+    ]))
 
 
 @handle_errors

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from ..errors import EXIT_PARTIAL
 from ..training.config import TrainConfig
 from . import options as opt
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, summary_table
+from .progress import job_progress
 
 HELP = (
     "Train SpaceMind's camera-guided fusion (CGMF) and a LoRA adapter of the LLM on spatial QA, from "
@@ -28,36 +26,6 @@ HELP = (
     "Rerunning the same command resumes from the last saved step (kill -9, a lost worker). "
     "NEW_CKPT/training/ holds the run: config.json, log.jsonl, loss.png, state/."
 )
-
-
-@contextlib.contextmanager
-def train_progress():
-    """A bar for the feature phase (scenes), then one for training (steps, loss, tokens/s, ETA)."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
-        console=err_console, transient=False, disable=not err_console.is_terminal,
-    )
-    tasks: dict[str, int] = {}
-
-    def callback(event: dict) -> None:
-        phase = event.get("phase", "train")
-        if phase == "features":
-            if phase not in tasks:
-                tasks[phase] = progress.add_task("features", total=event.get("total"), unit="scenes", extra="")
-            progress.update(tasks[phase], completed=event["done"])
-            return
-        if phase not in tasks:
-            tasks[phase] = progress.add_task("training", total=event.get("total"), unit="steps", extra="",
-                                             completed=event["step"] - 1)
-        tps = event.get("tokens_per_s")
-        extra = f"loss {event['loss']:.4f}" + (f"  {tps:,.0f} tok/s" if tps else "")
-        if isinstance(event.get("eval"), dict) and event["eval"].get("overall") is not None:
-            extra += f"  eval {event['eval']['overall']:.1f}"
-        progress.update(tasks[phase], completed=event["step"], total=event.get("total"), extra=extra)
-
-    with progress:
-        yield callback
 
 
 @handle_errors
@@ -125,32 +93,29 @@ def train(
         ray_address=ray_address, num_frames=num_frames, sampling=sampling, dtype=dtype, vggt_weights=vggt_weights,
         threads=threads, device=device, trust_path=trust_path,
     )
-    with train_progress() as progress:
+    with job_progress("features", "scenes") as progress:
         summary = run_train(scenes, options, questions=questions, output=output, config=config,
                             eval_questions=eval_questions, num_workers=num_workers, overwrite=overwrite,
                             progress=progress)
-    table = Table(title="spacemind train", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    table.add_row("examples", f"{summary['examples']} over {summary['scenes']} scenes "
-                              f"({summary['scenes_encoded']} encoded now, {summary['scenes_cached']} from the cache)")
-    last = summary.get("last") or {}
-    table.add_row("steps", f"{summary.get('steps')} (resumed at {summary.get('resumed_from') or 0})")
-    if "loss" in last:
-        table.add_row("last loss", f"{last['loss']:.4f}")
-    if isinstance(last.get("eval"), dict):
-        table.add_row("eval", ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in last["eval"].items()))
-    table.add_row("gradient checkpointing", summary.get("gradient_checkpointing") or "")
-    table.add_row("time", f"{summary['elapsed_s']:.1f} s")
-    table.add_row("checkpoint", summary["output"])
-    table.add_row("run", f"{summary['output']}/training (log.jsonl, loss.png)")
-    if summary.get("errors_file"):
-        table.add_row("errors", summary["errors_file"])
-    console.print(table)
-    if summary["failed"]:
-        left_out = [f"{n} {what}" for n, what in ((summary["examples_left_out"], "training example(s)"),
-                                                  (summary["eval_questions_left_out"], "eval question(s)")) if n]
-        what = f"left out {' and '.join(left_out)} (unreadable, too long, or their scene failed)" if left_out else "some scenes failed"
-        err_console.print(f"[yellow]{what}; see {summary['errors_file']}[/]")
+    s = summary
+    last = s.last or {}
+    console.print(summary_table("spacemind train", [
+        ("examples", f"{s.examples} over {s.scenes} scenes ({s.scenes_encoded} encoded now, "
+                     f"{s.scenes_cached} from the cache)"),
+        ("steps", f"{s.steps} (resumed at {s.resumed_from or 0})"),
+        ("last loss", f"{last['loss']:.4f}" if "loss" in last else None),
+        ("eval", ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in last["eval"].items())
+         if isinstance(last.get("eval"), dict) else None),
+        ("gradient checkpointing", s.gradient_checkpointing or ""),
+        ("time", f"{s.elapsed_s:.1f} s"),
+        ("checkpoint", s.output),
+        ("run", f"{s.output}/training (log.jsonl, loss.png)"),
+        ("errors", s.errors_file),
+    ]))
+    if s.failed:
+        left_out = [f"{n} {what}" for n, what in ((s.examples_left_out, "training example(s)"),
+                                                  (s.eval_questions_left_out, "eval question(s)")) if n]
+        what = (f"left out {' and '.join(left_out)} (unreadable, too long, or their scene failed)" if left_out
+                else "some scenes failed")
+        err_console.print(f"[yellow]{what}; see {s.errors_file}[/]")
         raise typer.Exit(EXIT_PARTIAL)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Iterable
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ..errors import EXIT_INTERRUPTED, SpacemindError, os_error
 
@@ -48,6 +50,17 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("spacemind_cli").setLevel(level)
     logging.getLogger("pipelines").setLevel(level)
+
+
+def summary_table(title: str, rows: Iterable[tuple[str, object]]) -> Table:
+    """A command's closing table: one (what, value) row each; rows whose value is None are left out."""
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for what, value in rows:
+        if value is not None:
+            table.add_row(what, str(value))
+    return table
 
 
 def fail(message: str, code: int) -> None:

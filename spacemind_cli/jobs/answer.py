@@ -7,30 +7,26 @@ here, once.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
-from ..files import atomic_write_text
 from ..locks import output_lock
 from ..models.answering import Answer
 from ..parsing import parse_answer
 from ..questions import Question, QuestionSet, read_questions
 from ..scenes import check_root
-from .output import AnswerStore, ErrorLog, question_digest
+from ..summaries import AnswerSummary
+from .output import AnswerStore, question_digest
 from .plan import expand_templates, plan_answer
 from .records import ItemResult
 from .settings import JobSettings
+from .skeleton import ErrorLog, ProgressFn, Tally, elapsed, rate, write_summary
 from .stages import AnswerStage, open_job_cache
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[dict], None]  # called with {"done", "total", "questions", "failed", "scene"} as items finish
 
 
 def output_row(q: Question, answer: Answer, result: ItemResult, settings: JobSettings) -> dict:
@@ -52,37 +48,6 @@ def output_row(q: Question, answer: Answer, result: ItemResult, settings: JobSet
     return row
 
 
-class RunTally:
-    """What the summary reports: counts, cache statuses, seconds per stage, and per worker."""
-
-    def __init__(self):
-        self.cache = Counter()
-        self.stage_s = Counter()
-        self.workers: dict[str, dict] = {}
-        self.answered = 0
-        self.failed = 0
-        self.items = 0
-
-    def add(self, result: ItemResult, n_questions: int) -> None:
-        self.items += 1
-        actor = result.actor
-        w = self.workers.setdefault(
-            f"{actor.node}:{actor.pid}",
-            {"node": actor.node, "pid": actor.pid, "device": actor.device, "items": 0, "questions": 0},
-        )
-        w["items"] += 1
-        w["peak_memory_bytes"] = max(w.get("peak_memory_bytes") or 0, actor.peak_memory or 0) or None
-        w["model_load_s"] = actor.load_s
-        w["threads"] = actor.threads
-        if result.status == "ok":
-            w["questions"] += n_questions
-            self.cache[result.cache or "none"] += 1
-            for k, v in result.timing.items():
-                self.stage_s[k] += v
-            for ans in result.answers:
-                self.stage_s["generate_s"] += ans.generate_s / max(1, ans.batch)
-
-
 def load_question_set(root: Path, questions: str | None, template: str | None) -> QuestionSet:
     if bool(questions) == bool(template):
         raise InputError("give exactly one of --questions FILE or --template FILE")
@@ -101,7 +66,7 @@ def run_answer(
     template: str | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
-) -> dict:
+) -> AnswerSummary:
     t_start = time.perf_counter()
     root = check_root(scenes_root)
     qset = load_question_set(root, questions, template)
@@ -127,41 +92,36 @@ def run_answer(
         plan = plan_answer(root, remaining)
 
         errors = ErrorLog(store.errors_path)
-        for p in qset.problems:
-            errors.add(p.to_record("questions"))
+        errors.problems(qset.problems, "questions")
         for q, reason in plan.failures:
-            errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid, "error": reason})
+            errors.question(q, reason)
         failed_questions = len(plan.failures)
 
-        tally = RunTally()
+        tally = Tally(len(plan.items), progress)
+        answered = 0
         items = {it.item_id: it for it in plan.items}
         t_work = time.perf_counter()
 
         def on_result(result: ItemResult) -> None:
-            nonlocal failed_questions
+            nonlocal failed_questions, answered
             result.raise_if_job_stops()
             item = items[result.item_id]
             tally.add(result, len(item.questions))
             if result.status != "ok":
                 for ref in item.questions:
-                    q = qset.questions[ref.index]
-                    errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid,
-                                "scene": item.scene.key, "error": result.error})
+                    errors.question(qset.questions[ref.index], result.error, scene=item.scene.key)
                 failed_questions += len(item.questions)
             else:
                 records = [(a.key, digests[a.key], output_row(qset.questions[a.key], a, result, settings))
                            for a in result.answers]
                 store.write(records)
-                tally.answered += len(records)
+                answered += len(records)
                 for bad in result.question_errors:
-                    q = qset.questions[bad.key]
-                    errors.add({"stage": "question", "file": q.source, q.unit: q.line, "id": q.qid,
-                                "scene": item.scene.key, "error": bad.error})
+                    errors.question(qset.questions[bad.key], bad.error, stage="question", scene=item.scene.key)
                     failed_questions += 1
-            if progress:
-                progress({"done": tally.items, "total": len(plan.items), "questions": tally.answered,
-                          "failed": failed_questions, "scene": item.scene.key})
+            tally.report(item.scene.key, questions=answered, failed=failed_questions)
 
+        tally.loading()
         try:
             exec_info = executor.run(plan.items, AnswerStage, settings, on_result) if plan.items else {"executor": executor.name}
         finally:
@@ -173,32 +133,31 @@ def run_answer(
 
             write_partitioned(output, lambda: store.rows(digests))
 
-        summary = {
-            "output": str(output),
-            "errors_file": str(store.errors_path) if errors.count else None,
-            "executor": exec_info.get("executor"),
-            "route": exec_info.get("route"),  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
-            "questions": len(qset.questions),
-            "question_problems": len(qset.problems),
-            "answered": tally.answered,
-            "resumed": len(done),
-            # Answers of earlier runs with other settings: kept apart, never in this output.
-            "other_settings_kept": sum(other_runs.values()),
-            "failed": failed_questions,
-            "rows_written": written,
-            "scenes": plan.scenes,
-            "items": len(plan.items),
-            "cache": dict(tally.cache),
-            "elapsed_s": round(time.perf_counter() - t_start, 3),
-            "work_s": round(work_s, 3),
-            "questions_per_s": round(tally.answered / work_s, 3) if work_s > 0 and tally.answered else None,
-            "stage_s": {k: round(v, 3) for k, v in tally.stage_s.items()},
-            "actors": list(tally.workers.values()),
-            "checkpoint_id": settings.checkpoint_id,
-            "run_key": settings.run_key(),
-            "has_ground_truth": qset.has_ground_truth(),
-        }
-        atomic_write_text(store.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+        summary = AnswerSummary(
+            output=str(output),
+            errors_file=str(store.errors_path) if errors.count else None,
+            executor=exec_info.get("executor"),
+            route=exec_info.get("route"),
+            questions=len(qset.questions),
+            question_problems=len(qset.problems),
+            answered=answered,
+            resumed=len(done),
+            other_settings_kept=sum(other_runs.values()),
+            failed=failed_questions,
+            rows_written=written,
+            scenes=plan.scenes,
+            items=len(plan.items),
+            cache=dict(tally.cache),
+            elapsed_s=elapsed(t_start),
+            work_s=round(work_s, 3),
+            questions_per_s=rate(answered, work_s),
+            stage_s={k: round(v, 3) for k, v in tally.stage_s.items()},
+            actors=list(tally.workers.values()),
+            checkpoint_id=settings.checkpoint_id,
+            run_key=settings.run_key(),
+            has_ground_truth=qset.has_ground_truth(),
+        )
+        write_summary(store.summary_path, summary)
         return summary
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, resource_error
-from ..files import atomic_write_text, claim_temp, json_line, release_temp, remove_quietly, remove_stale_temps
+from ..files import atomic_write_text, json_line, remove_quietly, remove_stale_temps
 from ..fingerprint import text_digest
 from ..tables import write_parquet
 
@@ -231,47 +231,3 @@ class AnswerStore:
         atomic_write_text(self.output, dump)
         return count
 
-
-class ErrorLog:
-    """*.errors.jsonl: one line per question (or scene) that failed, streamed to disk and put in
-    place atomically when the run ends."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = claim_temp(path)
-        except OSError as exc:
-            raise resource_error(exc, path) from exc
-        self._fh = os.fdopen(fd, "w", encoding="utf-8")
-        self.count = 0
-
-    def add(self, record: dict) -> None:
-        try:
-            self._fh.write(json_line(record))
-            self._fh.flush()
-        except OSError as exc:
-            raise resource_error(exc, self.path) from exc
-        self.count += 1
-
-    def discard(self) -> None:
-        """Close without publishing: the file from before the run stays as it was."""
-        try:
-            self._fh.close()
-        finally:
-            remove_quietly(self._tmp)
-            release_temp(self._tmp)
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-            if self.count:
-                os.replace(self._tmp, self.path)
-            else:
-                remove_quietly(self._tmp)
-                remove_quietly(self.path)
-        except OSError as exc:
-            remove_quietly(self._tmp)
-            raise resource_error(exc, self.path) from exc
-        finally:
-            release_temp(self._tmp)

@@ -130,6 +130,7 @@ class ItemResult:
     answers: list[Answer] = field(default_factory=list)  # Answer.key: the question's index
     question_errors: list[Failure] = field(default_factory=list)  # Failure.key: the question's index
     actor: ActorInfo = field(default_factory=ActorInfo)
+    started: float | None = None  # when the model stage began the item, after any model load (epoch seconds)
 
     def raise_if_job_stops(self) -> None:
         """On the driver: end the job when this result says no other item can get past its failure."""

@@ -32,14 +32,15 @@ from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
 from ..tables import write_parquet
+from ..summaries import TrainSummary
 from ..training.config import TrainConfig
 from ..training.data import TrainingSet, read_training_file
 from ..training.loop import TrainSpec
 from ..training.state import examples_digest, latest_state, resume_refusal
-from .output import ErrorLog
 from .plan import plan_answer, plan_extract
 from .records import ItemResult
 from .settings import JobSettings
+from .skeleton import ErrorLog, ProgressFn, Tally, elapsed, write_summary
 from .stages import EncodeStage, open_job_cache
 from .stages.load import job_cache
 
@@ -66,8 +67,8 @@ def run_train(
     config: TrainConfig,
     eval_questions: str | Path | None = None,
     overwrite: bool = False,
-    progress: Callable[[dict], None] | None = None,
-) -> dict:
+    progress: ProgressFn | None = None,
+) -> TrainSummary:
     t_start = time.perf_counter()
     root = check_root(scenes_root)
     out = Path(output)
@@ -134,22 +135,22 @@ def run_train(
         from ..training.export import plot_loss
 
         plot_loss(training_dir / "log.jsonl", training_dir / "loss.png")
-        summary = {
-            "output": str(out),
-            "examples": len(examples),
-            "scenes": scene_counts["scenes"],
-            "scenes_encoded": scene_counts["encoded"],
-            "scenes_cached": scene_counts["cached"],
-            "failed": errors.count,
-            "errors_file": str(errors.path) if errors.count else None,
-            "examples_left_out": scene_counts["examples_left_out"],
-            "eval_questions": len(eval_rows),
-            "eval_questions_left_out": scene_counts["eval_left_out"],
-            "gradient_checkpointing": why,
+        summary = TrainSummary(
+            output=str(out),
+            examples=len(examples),
+            scenes=scene_counts["scenes"],
+            scenes_encoded=scene_counts["encoded"],
+            scenes_cached=scene_counts["cached"],
+            failed=errors.count,
+            errors_file=str(errors.path) if errors.count else None,
+            examples_left_out=scene_counts["examples_left_out"],
+            eval_questions=len(eval_rows),
+            eval_questions_left_out=scene_counts["eval_left_out"],
+            gradient_checkpointing=why,
             **{k: result.get(k) for k in ("steps", "resumed_from", "last", "workers")},
-            "elapsed_s": round(time.perf_counter() - t_start, 3),
-        }
-        atomic_write_text(training_dir / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"))
+            elapsed_s=elapsed(t_start),
+        )
+        write_summary(training_dir / "summary.json", summary)
         return summary
 
 
@@ -271,17 +272,15 @@ def _absolute(path: str) -> str:
 
 
 def _examples_with_features(root: Path, training: TrainingSet, eval_questions, settings: JobSettings, executor,
-                            errors: ErrorLog, progress) -> tuple[list[dict], list[dict], dict]:
+                            errors: ErrorLog, progress: ProgressFn | None) -> tuple[list[dict], list[dict], dict]:
     """The run's example tables, each row pointing at its scene's features in the cache; scenes
     the cache lacks are encoded first (EncodeStage, the executor's workers)."""
-    for p in training.problems:
-        errors.add(p.to_record("training data"))
+    errors.problems(training.problems, "training data")
     train_q = training.questions()
     eval_q, eval_total = [], 0
     if eval_questions:
         qset = read_questions(eval_questions)
-        for p in qset.problems:
-            errors.add(p.to_record("eval questions"))
+        errors.problems(qset.problems, "eval questions")
         eval_q = [q for q in qset.questions if q.ground_truth is not None or q.row.get("answers") is not None]
         eval_total = len(eval_q) + len(qset.problems)
     scene_of: dict[tuple[str, int], str] = {}
@@ -289,28 +288,28 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
     for tag, qs in (("train", train_q), ("eval", eval_q)):
         plan = plan_answer(root, qs, max_per_item=len(qs) or 1)
         for q, reason in plan.failures:
-            errors.add({"stage": "scene", "file": q.source, q.unit: q.line, "id": q.qid, "error": reason})
+            errors.question(q, reason)
         for item in plan.items:
             scenes[item.scene.key] = item.scene
             for ref in item.questions:
                 scene_of[(tag, ref.index)] = item.scene.key
     keys: dict[str, str] = {}
-    counts = {"scenes": len(scenes), "encoded": 0, "cached": 0, "done": 0}
     extract = plan_extract(list(scenes.values()))
+    tally = Tally(len(extract.items), progress, phase="features")
 
     def on_result(result: ItemResult) -> None:
         result.raise_if_job_stops()
+        tally.add(result)
         if result.status == "failed":
-            errors.add({"stage": "scene", "scene": result.item_id, "error": result.error})
+            errors.scene(result.item_id, result.error)
         else:
             keys[result.item_id] = result.key
-            counts["encoded" if result.status == "ok" else "cached"] += 1
-        counts["done"] += 1
-        if progress:
-            progress({"phase": "features", "done": counts["done"], "total": len(extract.items), "scene": result.item_id})
+        tally.report(result.item_id)
 
     if extract.items:
+        tally.loading()
         executor.run(extract.items, EncodeStage, settings, on_result)
+    counts = {"scenes": len(scenes), "encoded": tally.status["ok"], "cached": tally.status["cached"]}
     budget = ContextBudget.from_checkpoint(settings.checkpoint, settings.trusted_paths)
     cache = job_cache(settings.cache)
     frames: dict[str, int] = {}  # frames per feature key: the visual prefix's length
@@ -327,7 +326,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         problem = budget.example_problem(f"{ex.source} {_position(ex)} (example {ex.id})", ex.prompt, ex.target,
                                          frames[key])
         if problem:
-            errors.add({"stage": "example", "file": ex.source, ex.unit: ex.line, "id": ex.id, "error": problem})
+            errors.row("example", ex.source, ex.unit, ex.line, ex.id, problem)
             continue
         examples.append({"id": ex.id, "feature_key": key, "prompt": ex.prompt, "target": ex.target,
                          "scene": scene_of[("train", q.index)]})
@@ -337,7 +336,6 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         if key is not None:
             eval_rows.append({"id": q.qid, "feature_key": key, "prompt": build_prompt(q.row),
                               "row_json": json.dumps(q.row, ensure_ascii=False)})
-    counts.pop("done")
     counts["examples_left_out"] = len(training.problems) + len(training.examples) - len(examples)
     counts["eval_left_out"] = eval_total - len(eval_rows)
     return examples, eval_rows, counts

@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import InputError
 from ..eval import EvalResult, Record, evaluate_records, load_records
 from ..jobs.output import output_paths
+from ..summaries import AnswerSummary
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Run:
     samples: dict[int, dict] = field(default_factory=dict)  # record line -> eval sample
     errors: list[dict] = field(default_factory=list)  # rows of ANSWERS.errors.jsonl
     errors_note: str = ""  # how the errors file was found (absent, unreadable lines...)
-    summary: dict | None = None  # ANSWERS.summary.json, when present and readable
+    summary: AnswerSummary | None = None  # ANSWERS.summary.json, when present and readable
 
     @property
     def benchmark(self) -> str | None:
@@ -76,12 +77,12 @@ def read_errors(path: Path) -> tuple[list[dict], str]:
     return rows, note
 
 
-def read_summary(path: Path) -> dict | None:
+def read_summary(path: Path) -> AnswerSummary | None:
     try:
         data = json.loads(output_paths(path)["summary"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return AnswerSummary.from_dict(data) if isinstance(data, dict) else None
 
 
 def load_run(path: str | Path, label: str, benchmark: str = "auto") -> Run:

@@ -157,14 +157,14 @@ def _run_rows(runs: list[Run]) -> str:
         name = f"{'AB'[i]}: {run.label}" if len(runs) > 1 else run.label
         ckpts = sorted({str(r.get("checkpoint_id")) for r in run.records if r.get("checkpoint_id")})
         keys = sorted({str(r.get("run_key")) for r in run.records if r.get("run_key")})
-        s = run.summary or {}
+        s = run.summary
         bits = []
-        if s.get("executor"):
-            bits.append(f"executor {s['executor']}")
-        if s.get("elapsed_s") is not None:
-            bits.append(f"{s['elapsed_s']:.1f} s")
-        if s.get("questions_per_s"):
-            bits.append(f"{s['questions_per_s']:.2f} questions/s")
+        if s is not None and isinstance(s.executor, str):
+            bits.append(f"executor {s.executor}")
+        if s is not None and isinstance(s.elapsed_s, (int, float)):
+            bits.append(f"{s.elapsed_s:.1f} s")
+        if s is not None and isinstance(s.questions_per_s, (int, float)) and s.questions_per_s:
+            bits.append(f"{s.questions_per_s:.2f} questions/s")
         rows.append(
             f"<tr><th>{e(name)}</th><td class='mono'>{e(run.path)}</td>"
             f"<td>checkpoint <span class='mono'>{e(', '.join(ckpts) or '—')}</span>"

@@ -125,7 +125,10 @@ class ModelStage:
                 return ItemResult(item.item_id, "failed", error=loaded.info.error), None
             if self._model is None and self.needs_model(loaded) and (failed := self._load_for(item.item_id)):
                 return failed, None
-            return self.handle(loaded)
+            started = time.time()
+            result, features = self.handle(loaded)
+            result.started = started
+            return result, features
         except SpacemindError as exc:
             return ItemResult(item.item_id, "failed", error=exc.message), None
         except Exception as exc:  # keep the worker alive for the other items
