@@ -78,7 +78,7 @@ def answer(
     trust_path: List[Path] = opt.TRUST_PATH,
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not print benchmark scores at the end."),
 ):
-    from pipelines import answer as run_answer
+    from .. import api
 
     options = opt.run_options(
         checkpoint=checkpoint, cache=cache, executor=executor, ray_address=ray_address, num_gpus=num_gpus,
@@ -87,8 +87,8 @@ def answer(
         trust_path=trust_path,
     )
     with job_progress("answering", "scenes") as progress:
-        summary = run_answer(scenes, options, output=output, questions=str(questions) if questions else None,
-                             template=str(template) if template else None, overwrite=overwrite, progress=progress)
+        summary = api.answer(scenes, options=options, output=output, questions=questions, template=template,
+                             overwrite=overwrite, progress=progress)
     print_summary(summary, scenes if template is None else None)
     if summary.has_ground_truth and not no_eval and template is None and summary.rows_written:
         _print_scores(output)

@@ -36,9 +36,10 @@ def eval_command(
     variant: str = typer.Option("official", "--variant", help="official, or a labelled variant: micro, anywhere, lt, parsed, nonempty (combine with +)."),
     label: Optional[str] = typer.Option(None, "--label", help="Name of this run in tables and plots."),
 ):
-    from ..eval import evaluate_file, plot, render_table, to_json, to_markdown
+    from .. import api
+    from ..eval import plot, render_table, to_json, to_markdown
 
-    result = evaluate_file(answers, benchmark=benchmark, variant=variant, label=label)
+    result = api.evaluate(answers, benchmark=benchmark, variant=variant, label=label)
     compare_paths = [str(p) for p in compare]
     console.print(render_table(result, compare=compare_paths, references=references))
     if json_out:

@@ -47,7 +47,7 @@ def extract(
     device: Optional[str] = opt.DEVICE,
     trust_path: List[Path] = opt.TRUST_PATH,
 ):
-    from pipelines import extract as run_extract
+    from .. import api
 
     scenes_per_call = opt.renamed(batch_size, "--batch-size", scenes_per_call, "--scenes-per-call")
     options = opt.run_options(
@@ -56,7 +56,7 @@ def extract(
         vggt_weights=vggt_weights, threads=threads, device=device, trust_path=trust_path,
     )
     with job_progress("encoding", "scenes") as progress:
-        summary = run_extract(scenes, options, questions=str(questions) if questions else None, progress=progress)
+        summary = api.extract(scenes, options=options, questions=questions, progress=progress)
     s = summary
     console.print(summary_table("spacemind extract", [
         ("scenes", s.scenes), ("encoded", s.encoded), ("cached", s.cached), ("failed", s.failed),

@@ -75,7 +75,7 @@ def train(
     trust_path: List[Path] = opt.TRUST_PATH,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming (removes NEW_CKPT's earlier run)."),
 ):
-    from pipelines import train as run_train
+    from .. import api
 
     def comma_list(text: Optional[str]):
         return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
@@ -94,7 +94,7 @@ def train(
         threads=threads, device=device, trust_path=trust_path,
     )
     with job_progress("features", "scenes") as progress:
-        summary = run_train(scenes, options, questions=questions, output=output, config=config,
+        summary = api.train(scenes, options=options, questions=questions, output=output, config=config,
                             eval_questions=eval_questions, num_workers=num_workers, overwrite=overwrite,
                             progress=progress)
     s = summary
