@@ -106,9 +106,10 @@ def test_help_shows_the_defaults_the_settings_use():
 
 
 def test_batch_size_has_one_meaning_per_command(monkeypatch, tmp_path):
-    """answer: the decode batch; train: --global-batch (--batch-size kept as a hidden old name);
-    extract: --scenes-per-call (likewise)."""
+    """answer: the decode batch; train: --global-batch (--batch-size kept as a hidden old name) and
+    --eval-batch-size; extract: --scenes-per-call (likewise)."""
     from spacemind_cli.cli.main import app
+    from spacemind_cli.defaults import DEFAULTS
     from spacemind_cli.training.config import TrainConfig
 
     base = [str(tmp_path), "-c", str(tmp_path)]
@@ -117,6 +118,10 @@ def test_batch_size_has_one_meaning_per_command(monkeypatch, tmp_path):
         CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", str(tmp_path / "o"), *flags])
         assert seen["config"].batch_size == 16 and seen["config"].lr == TrainConfig.lr
         assert seen["args"][1].batch_size != 16  # not answer's decode batch
+    CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", str(tmp_path / "o"), "--eval-batch-size", "3"])
+    assert seen["config"].eval_batch_size == 3 and seen["args"][1].batch_size != 3
+    CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", str(tmp_path / "o")])
+    assert seen["config"].eval_batch_size == DEFAULTS.decode_batch
     both = CliRunner().invoke(app, ["train", *base, "--questions", "t.jsonl", "-o", "o", "--global-batch", "4",
                                     "--batch-size", "4"])
     assert both.exit_code == 2 and "--global-batch" in both.output

@@ -247,6 +247,39 @@ def test_the_library_trains_without_a_cache_into_the_default_one(dataset, tiny_c
     assert len(list(FeatureCache(out / "training" / "features", create=False).entries())) == 5
 
 
+def test_the_eval_during_training_decodes_with_its_own_batch_size(dataset, tiny_ckpt, tmp_path, monkeypatch):
+    """--eval-batch-size (TrainConfig.eval_batch_size) reaches the eval step; it used answer's
+    default decode batch before, whatever the run asked."""
+    from pipelines import train
+    from spacemind_cli.training import evaluate as training_evaluate
+    from spacemind_cli.training.config import TrainConfig
+
+    real = training_evaluate.answer_questions
+    seen: list[int] = []
+
+    def recording(*args, batch_size, **kwargs):
+        seen.append(batch_size)
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(training_evaluate, "answer_questions", recording)
+    summary = train(dataset["root"], questions=dataset["train"], output=tmp_path / "run", checkpoint=tiny_ckpt,
+                    executor="local", eval_questions=dataset["train"], num_frames=4, cpu_threads=1,
+                    config=TrainConfig(max_steps=1, lr=1e-3, batch_size=8, lora_rank=4, lora_alpha=8, eval_batch_size=3))
+    assert seen and set(seen) == {3}
+    assert summary.last["eval"]["questions"] == len(dataset["rows"])
+
+
+def test_training_imports_nothing_from_jobs():
+    import ast
+
+    import spacemind_cli.training as training
+
+    for path in Path(training.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not (node.module.startswith("jobs") or ".jobs" in f".{node.module}"), (path, node.module)
+
+
 def worker_killer_at_step(step: int):
     """A progress callback that SIGKILLs one Ray Train worker when the log reaches `step`."""
     from process_support import our_processes

@@ -62,6 +62,9 @@ def train(
     eval_questions: Optional[Path] = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, show_default=str(TrainConfig.eval_every),
                                              help="Steps between evaluations (0: at the end only)."),
+    eval_batch_size: Optional[int] = typer.Option(
+        None, "--eval-batch-size", min=1, show_default=str(TrainConfig.eval_batch_size),
+        help="Eval questions of one scene decoded together during training (as answer decodes its questions)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, show_default=str(TrainConfig.save_every),
                                              help="Steps between saved states (a rerun resumes from the last)."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", show_default="auto", help="Recompute the LLM's activations in the backward pass. Default: on where the memory estimate says the GPU needs it (the 8B model on one 80 GB GPU), off on CPU; the run's training/config.json says which and why."),
@@ -84,7 +87,7 @@ def train(
         epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio,
         batch_size=opt.renamed(batch_size, "--batch-size", global_batch, "--global-batch"), questions_per_pack=questions_per_pack,
         train=comma_list(train_parts), lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, save_every=save_every,
-        eval_every=eval_every, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
+        eval_every=eval_every, eval_batch_size=eval_batch_size, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, fusion=fusion,
         cgmf_off=comma_list(cgmf_off),
     )
     config = TrainConfig(**{k: v for k, v in given.items() if v is not None})

@@ -33,7 +33,7 @@ from ..questions import read_questions
 from ..scenes import check_root
 from ..tables import write_parquet
 from ..summaries import TrainSummary
-from ..training.config import TrainConfig
+from ..training.config import TrainConfig, TrainSettings
 from ..training.data import TrainingSet, read_training_file
 from ..training.loop import TrainSpec
 from ..training.state import examples_digest, latest_state, resume_refusal
@@ -47,7 +47,7 @@ from .stages.load import job_cache
 log = logging.getLogger(__name__)
 
 OURS = {"config.json", "fusion.safetensors", "lora", "internvl", "vggt", "training"}  # what a run writes
-RESUME_FREE = ("save_every", "eval_every")  # settings a resumed run may change
+RESUME_FREE = ("save_every", "eval_every", "eval_batch_size")  # settings a resumed run may change
 RUN_KEYS = ("base_checkpoint_id", "training_files", "eval_questions", "features")  # with "train": the run id's
 
 
@@ -125,9 +125,12 @@ def run_train(
              "gradient_checkpointing": {"on": checkpointing, "why": why}}, indent=2) + "\n"))
 
         # Absolute paths: Ray Train runs each worker in a folder of its own.
-        worker_settings = dataclasses.replace(settings, checkpoint=_absolute(settings.checkpoint),
-                                              cache=str(Path(settings.cache).resolve()),
-                                              trusted_paths=tuple(_absolute(p) for p in settings.trusted_paths))
+        worker_settings = TrainSettings(cache=str(Path(settings.cache).resolve()),
+                                        encoder_fingerprint=settings.encoder_fingerprint, dtype=settings.dtype,
+                                        num_frames=settings.num_frames, sampling=settings.sampling,
+                                        max_new_tokens=settings.max_new_tokens, device=settings.device,
+                                        cpu_threads=settings.cpu_threads, has_vggt=settings.has_vggt,
+                                        trusted_paths=tuple(_absolute(p) for p in settings.trusted_paths))
         spec = TrainSpec(base_checkpoint=_absolute(str(base)), output=str(out.resolve()), config=config.to_dict(),
                          settings=worker_settings, examples=str((training_dir / "examples.parquet").resolve()),
                          eval_questions=str((training_dir / "eval.parquet").resolve()) if eval_rows else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..defaults import DEFAULTS
 from ..errors import InputError
 from ..models.config_dict import config_from_dict
 
@@ -38,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 500  # steps between saved training states (and always at the end)
     eval_every: int = 0  # steps between evaluations on --eval-questions (0: at the end only)
+    eval_batch_size: int = DEFAULTS.decode_batch  # eval questions of one scene decoded together
     # in the LLM; None: "auto", decided by the run's memory estimate (training/memory.py): on for the
     # 8B model on one 80 GB GPU, off on CPU and for small models
     gradient_checkpointing: bool | None = None
@@ -63,7 +65,7 @@ class TrainConfig:
             raise InputError(f"--cgmf-off takes a comma list of {', '.join(CGMF_PARTS)}, got {','.join(bad)}")
         for name, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--questions-per-pack", self.questions_per_pack, 1), ("--lora-rank", self.lora_rank, 1),
-                                 ("--save-every", self.save_every, 1)):
+                                 ("--save-every", self.save_every, 1), ("--eval-batch-size", self.eval_batch_size, 1)):
             if not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -84,3 +86,20 @@ class TrainConfig:
             return config_from_dict(cls, d, where="training config")
         except ValueError as exc:
             raise InputError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a training worker computes with besides the hyperparameters: settled by the train job
+    from its JobSettings (training never imports `jobs/`); picklable, Ray Train ships it."""
+
+    cache: str  # the feature cache, absolute
+    encoder_fingerprint: str  # of the base checkpoint's encoders: the cached features' key part
+    dtype: str  # resolved: bf16 | fp16 | fp32
+    num_frames: int  # the frames the features were made from: the new checkpoint's default
+    sampling: str
+    max_new_tokens: int  # answers to the eval questions
+    device: str | None = None  # None: cuda when the worker has one
+    cpu_threads: int | None = None  # torch threads on CPU; None: the worker's own CPUs
+    trusted_paths: tuple[str, ...] = ()
+    has_vggt: bool = True  # False: a plain-InternVL base (fusion none): its features are InternViT's alone

@@ -11,7 +11,6 @@ import torch
 from ..errors import InputError
 from ..eval import evaluate_records
 from ..eval.records import Record
-from ..jobs.settings import JobSettings
 from ..models.answering import answer_questions
 from ..parsing import parse_answer
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def evaluate(sm, rows: list[dict], encoded, settings: JobSettings) -> dict:
+def evaluate(sm, rows: list[dict], encoded, *, batch_size: int, max_new_tokens: int) -> dict:
     """rows: {id, feature_key, prompt, row_json}. Returns the official overall score (and the
     benchmark) plus the share of answers equal to the ground truth as parsed."""
     by_scene: dict[str, list[int]] = {}
@@ -30,7 +29,7 @@ def evaluate(sm, rows: list[dict], encoded, settings: JobSettings) -> dict:
     for key, idx in by_scene.items():
         prefix = sm.prefill(sm.fuse(encoded(key)))
         answers, failures = answer_questions(sm, prefix, [(i, rows[i]["prompt"]) for i in idx],
-                                             batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
+                                             batch_size=batch_size, max_new_tokens=max_new_tokens)
         predictions.update((a.key, a.text) for a in answers)
         failed += len(failures)
     records, exact = [], 0

@@ -26,9 +26,8 @@ from typing import Protocol
 import torch
 
 from ..errors import InputError
-from ..jobs.settings import JobSettings
 from . import parallel
-from .config import TrainConfig
+from .config import TrainConfig, TrainSettings
 from .feed import StepFeed, cache_reader
 from .schedule import StepPlan
 from .state import examples_digest, latest_state, load_state, remove_staging, resume_refusal, save_state
@@ -53,7 +52,7 @@ class TrainSpec:
     base_checkpoint: str
     output: str  # the new checkpoint folder
     config: dict  # TrainConfig.to_dict()
-    settings: JobSettings  # device, dtype, cache, threads, trusted paths
+    settings: TrainSettings  # device, dtype, cache, threads, trusted paths
     examples: str  # Parquet: id, feature_key, prompt, target
     eval_questions: str | None = None  # Parquet: id, feature_key, prompt, row_json
 
@@ -136,7 +135,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
         idle = runtime.world_size - min((len(plan.step(i)) for i in range(min(plan.total_steps, 8))), default=0)
         if idle > 0:
             log.warning("%d of %d workers have no pack in some steps (packs are never split over workers): lower "
-                        "--questions-per-pack or raise --batch-size to give each one work", idle, runtime.world_size)
+                        "--questions-per-pack or raise --global-batch to give each one work", idle, runtime.world_size)
     t_run = time.perf_counter()
     last: dict = {}
     # features read on the CPU ahead of the step, moved to the device pack by pack as it runs
@@ -184,7 +183,9 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
             due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
             if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
                 with autocast_to(device, autocast):  # bf16 features meet the fp32 CGMF as in training
-                    last["eval"] = _evaluate(model, sharded, lambda: evaluate(sm, read_table(spec.eval_questions), encoded, s))
+                    last["eval"] = _evaluate(model, sharded, lambda: evaluate(
+                        sm, read_table(spec.eval_questions), encoded, batch_size=cfg.eval_batch_size,
+                        max_new_tokens=s.max_new_tokens))
             if runtime.rank == 0:
                 _append_log(log_path, last)  # before the state: a resume drops lines past its step
                 if progress:
@@ -241,7 +242,7 @@ def _evaluate(model, sharded: bool, run):
         model.train()
 
 
-def _cache(settings: JobSettings):
+def _cache(settings: TrainSettings):
     from ..cache import FeatureCache
 
     return FeatureCache(settings.cache, create=False)
