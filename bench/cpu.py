@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from bench import common
+from spacemind_cli.defaults import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -323,7 +324,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=None, help="default 20 (2 with --quick)")
     ap.add_argument("--questions-per-scene", type=int, default=None, help="default 18 (3 with --quick)")
     ap.add_argument("--baseline-per-scene", type=int, default=None, help="questions per scene for the baseline (default 3; all with --quick)")
-    ap.add_argument("--batch-size", type=int, default=8, help="decode batch of the pipeline runs (the CLI default)")
+    ap.add_argument("--batch-size", type=int, default=DEFAULTS.decode_batch,
+                    help="decode batch of the pipeline runs (the CLI default)")
     ap.add_argument("--cache-io-scale", type=float, default=None, help="cache_io entry scale (default 1.0 = 32 frames; 0.02 with --quick)")
     ap.add_argument("--cache-io-repeats", type=int, default=None, help="default 3 (1 with --quick)")
     ap.add_argument("--repeats", type=int, default=None,
