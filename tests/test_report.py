@@ -412,10 +412,10 @@ def test_cli_report_summary_and_title(runs, tmp_path):
 
 def test_answer_summary_names_the_report_command(capsys):
     from spacemind_cli.cli import cmd_answer
+    from spacemind_cli.summaries import AnswerSummary
 
-    summary = {"questions": 3, "answered": 3, "resumed": 0, "failed": 0, "question_problems": 0, "scenes": 1,
-               "cache": {}, "questions_per_s": 1.0, "elapsed_s": 3.0, "actors": [], "output": "runs/answers.jsonl",
-               "errors_file": None, "rows_written": 3}
+    summary = AnswerSummary(questions=3, answered=3, scenes=1, questions_per_s=1.0, elapsed_s=3.0,
+                            output="runs/answers.jsonl", rows_written=3)
     cmd_answer.print_summary(summary, Path("scenes dir"))
     text = " ".join(capsys.readouterr().out.split())
     assert "spacemind report runs/answers.jsonl --scenes 'scenes dir' --output runs/answers-report" in text
