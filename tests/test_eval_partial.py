@@ -81,3 +81,21 @@ def test_compare_on_other_questions_shows_each_runs_n(tmp_path):
     assert same.exit_code == 0 and "different question sets" not in " ".join(same.output.split())
     res = CliRunner().invoke(app, ["eval", str(full), "--compare", str(fewer)])
     assert res.exit_code == 0 and "different question sets" in " ".join(res.output.split())
+
+
+def test_answer_prints_the_scores_of_a_partly_labelled_question_file(tmp_path, tiny_ckpt):
+    """#22.5: one question without ground_truth turned off all of answer's scores."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "reliability"))
+    from reliability_support import answer_args, cli, frames_scene, question
+
+    root = tmp_path / "scenes"
+    frames_scene(root / "room", n=4, seed=5)
+    q = write(tmp_path / "partial.jsonl", [question(1, "room", ground_truth=2), question(2, "room"),
+                                           question(3, "room", ground_truth=1)])
+    res = cli(*answer_args(root, q, tiny_ckpt, tmp_path / "a.jsonl"))
+    assert res.exit_code == 0, res
+    text = " ".join(res.stdout.split())
+    assert "2 questions scored" in text and "1 without ground truth (unscored)" in text
+    assert "no benchmark scores" not in res.stderr
