@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, json_problem
+from .prompts import history_problem
 
 JSONL_EXTS = (".jsonl", ".ndjson")
 JSON_EXTS = (".json",)
@@ -200,6 +201,8 @@ def _row_problem(row: Any, require_scene: bool) -> str | None:
             return f"field 'options' must be a list of strings or null, got {type(options).__name__}"
         if not all(isinstance(o, str) for o in options):
             return "field 'options' must be a list of strings"
+    if (problem := history_problem(row.get("history"))) is not None:
+        return problem
     qtype = row.get("question_type")
     if qtype is not None and not isinstance(qtype, str):
         return f"field 'question_type' must be text, got {type(qtype).__name__}"

@@ -288,15 +288,87 @@ def test_llava_multi_turn_one_example_per_pair(tmp_path):
     ids = [(ex.id, ex.turn, ex.line) for ex in ts]
     assert ids[:4] == [("line-1#1", 1, 1), ("line-1#2", 2, 1), ("line-1#3", 3, 1), ("x#1", 1, 2)]
     first = ts.examples[:3]
+    # each later turn is asked after the earlier ones, verbatim and in order (InternVL's template)
+    q1 = "Could you provide details about the geometric relationship among stove, fireplace, and table?"
+    a1 = "The separation between stove and fireplace is 3.5 meters."
+    turn = "<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>\n<|im_start|>user\n"
     assert [ex.prompt for ex in first] == [
-        "Could you provide details about the geometric relationship among stove, fireplace, and table?",
-        "Which is closest to the door?", "And the farthest?"]  # fmt: skip
+        q1,
+        q1 + turn.format(a1) + "Which is closest to the door?",
+        q1 + turn.format(a1) + "Which is closest to the door?" + turn.format("The table.") + "And the farthest?"]  # fmt: skip
+    assert [ex.row.get("history") for ex in first] == [
+        None, [{"question": q1, "answer": a1}],
+        [{"question": q1, "answer": a1}, {"question": "Which is closest to the door?", "answer": "The table."}]]  # fmt: skip
+    assert all(build_prompt(ex.row) == ex.prompt for ex in ts)
     assert [ex.target for ex in first] == [
         "The separation between stove and fireplace is 3.5 meters.", "The table.", "The stove."]  # fmt: skip
     assert all(ex.scene_spec == first[0].scene_spec for ex in ts)
     # the three turns of both records are about one scene: six examples of one video
     assert len(ts.examples) == 6 and {ex.scene_spec["scene"] for ex in ts} == {"arkitscenes/47115148.mp4"}
     assert ts.examples[1].where() == f"{path} record 1 turn 2 (example line-1#2)"  # a JSON list: records (#22.9)
+
+
+def internvl_conversation(system: str, messages: list[tuple[str, str | None]]) -> str:
+    """InternVL's Conversation.get_prompt (conversation.py, SeparatorStyle.MPT, template
+    'internvl2_5'): the reference the multi-turn prompts must equal."""
+    sep, roles = "<|im_end|>\n", {"user": "<|im_start|>user\n", "assistant": "<|im_start|>assistant\n"}
+    ret = f"<|im_start|>system\n{system}{sep}" if system else ""
+    for role, message in messages:
+        ret += roles[role] + message + sep if message else roles[role]
+    return ret
+
+
+def test_llava_multi_turn_is_internvls_conversation_with_targets_on_its_own_answer(tmp_path, tiny_ckpt):
+    from spacemind_cli.models import internvl, packing
+    from spacemind_cli.models.spacemind import SpaceMind
+
+    qs = ["What is near the sofa?", "What colour is it?", "And the table?"]
+    ans = ["A lamp.", "Red, mostly.", "The table is brown."]
+    rec = {"video": "a/s.mp4", "conversations": turns("<video>\n" + qs[0], ans[0], "<image>\n" + qs[1], ans[1], qs[2], ans[2])}
+    ts = read_training_file(write_jsonl(tmp_path / "conv.jsonl", [rec]))
+    assert [ex.turn for ex in ts] == [1, 2, 3] and [ex.target for ex in ts] == ans
+    sm = SpaceMind.from_pretrained(tiny_ckpt, device="cpu", llm=True, lazy_vggt=True)
+    frames, tok = 2, sm.tokenizer
+    block = f"{internvl.IMG_START}{internvl.IMG_CONTEXT * sm.tokens_per_frame}{internvl.IMG_END}"
+    video = "".join((f"Frame{i + 1}: " if sm.config.prompt.frame_prefix else "") + block + "\n" for i in range(frames))
+    prefix = sm.prefix_ids(frames)
+    segments = [sm.segment(ex.prompt, ex.target) for ex in ts]
+    for k, seg in enumerate(segments):
+        # InternVL's chat(): the frames open the first user turn only; earlier answers in the history
+        messages: list[tuple[str, str | None]] = []
+        for j in range(k + 1):
+            messages += [("user", (video if j == 0 else "") + qs[j]), ("assistant", ans[j] if j < k else None)]
+        want = internvl_conversation(sm.config.prompt.system_message, messages)
+        assert tok.decode(prefix + seg.prompt_ids) == want
+        assert prefix + seg.prompt_ids == tok(want, add_special_tokens=False)["input_ids"]
+    # packed as the scene trains them: one prefix, each turn's targets its own answer + end-of-turn
+    packed = packing.pack(len(prefix), segments, sm.end_of_turn_id())
+    labels = packed.labels[0].tolist()
+    starts = [len(prefix) + sum(packed.segment_lengths[:k]) for k in range(len(segments))]
+    for k, (start, n) in enumerate(zip(starts, packed.segment_lengths)):
+        own = [t for t in labels[start:start + n] if t != packing.IGNORE]
+        assert tok.decode(own) == ans[k] + "<|im_end|>"
+    assert packed.num_targets == sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in ans)
+
+
+def test_single_turn_train_prompt_is_answers_byte_for_byte(tmp_path):
+    """A single-turn question is asked at answer time exactly as it was trained (bytes), and a
+    multi-turn one too, through the question file `answer` reads."""
+    rows = [{"video": "a/s.mp4", "conversations": turns("<image>\nWhat is here?", "A sofa.")},
+            {"video": "a/s.mp4", "conversations": turns("Q1?", "A1.", "Q2?", "A2.")}]  # fmt: skip
+    ts = read_training_file(write_jsonl(tmp_path / "t.jsonl", rows))
+    out = tmp_path / "asked.jsonl"
+    write_question_file(ts, out)
+    asked = {q.qid: build_prompt(q.row).encode() for q in read_questions(out).questions}
+    assert asked == {ex.id: ex.prompt.encode() for ex in ts}
+    assert asked["line-1"] == b"What is here?" and "history" not in ts.examples[0].row
+    assert asked["line-2#2"] == b"Q1?<|im_end|>\n<|im_start|>assistant\nA1.<|im_end|>\n<|im_start|>user\nQ2?"
+
+
+def test_question_row_with_bad_history_is_named(tmp_path):
+    path = write_jsonl(tmp_path / "q.jsonl", [{"scene": "a.mp4", "question": "Q?", "history": [{"question": "x"}]}])
+    qs = read_questions(path)
+    assert not qs.questions and "field 'history' must be a list" in str(qs.problems[0])
 
 
 def test_llava_images_list(tmp_path):

@@ -300,7 +300,7 @@ def _read_llava(path: Path, records: Records, options: TrainingOptions, unit: st
             ex_id = base if len(pairs) == 1 else unique(f"{base}#{k}", line)
             seen.add(ex_id)
             try:
-                row, prompt = llava.pair_row(record, ex_id, human, gpt, media)
+                row, prompt = llava.pair_row(record, ex_id, human, gpt, media, llava.history_turns(pairs[: k - 1]))
                 target = target_text(row)
             except (llava.RecordError, TargetError) as exc:
                 where = f"turn {k}: " if len(pairs) > 1 else ""

@@ -6,6 +6,12 @@ example of the record's scene. The prompt trained on is the human turn with its 
 ``<video>`` placeholders (and the newline after each) removed, otherwise verbatim: it is the text
 the dataset's authors trained on, and it is never rewritten.
 
+A record of several pairs is a conversation: pair k is trained with the k - 1 pairs before it
+as its history (the row's ``history``: each earlier human turn, placeholders removed, and gpt
+turn, stripped, verbatim), asked in InternVL's chat template as LLaVA / InternVL training sees
+the conversation (see ``prompts``); the frames stay in the first user turn, the visual prefix the
+scene's packed questions share. Only pair k's answer and end-of-turn are its targets.
+
 To keep "the prompts are exactly those ``answer`` uses", each pair becomes an answer-schema row
 whose ``build_prompt`` is that text, checked for every row:
 
@@ -147,8 +153,15 @@ def vsi_type(record_type: Any) -> str | None:
     return record_type if record_type in VSI_TYPES else QUESTION_TYPE_ALIASES.get(record_type)
 
 
-def pair_row(record: dict, ex_id: str, human: str, gpt: str, media: dict) -> tuple[dict, str]:
-    """(answer-schema row, prompt) for one human/gpt pair; build_prompt(row) == prompt."""
+def history_turns(pairs: list[tuple[str, str]]) -> list[dict]:
+    """Earlier pairs as a row's ``history``: the texts as trained on, verbatim."""
+    return [{"question": clean_prompt(human), "answer": gpt.strip()} for human, gpt in pairs]
+
+
+def pair_row(record: dict, ex_id: str, human: str, gpt: str, media: dict,
+             history: list[dict] | None = None) -> tuple[dict, str]:
+    """(answer-schema row, prompt) for one human/gpt pair after the conversation's earlier pairs
+    (`history_turns`); build_prompt(row) == prompt."""
     prompt = clean_prompt(human)
     answer = gpt.strip()
     if not prompt:
@@ -167,6 +180,9 @@ def pair_row(record: dict, ex_id: str, human: str, gpt: str, media: dict) -> tup
             row["source_question_type"] = rtype
     if build_prompt(row) != prompt:  # e.g. a 'dataset' naming SPBench changes the wording
         raise RecordError("its prompt cannot be written as a question row that `answer` asks verbatim")
+    if history:
+        row["history"] = history
+        prompt = build_prompt(row)
     return row, prompt
 
 
