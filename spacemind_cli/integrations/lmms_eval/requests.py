@@ -24,9 +24,10 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...defaults import DEFAULTS
 from ...errors import InputError
 
-DEFAULT_MAX_NEW_TOKENS = 16  # a task that names none gets what `spacemind answer` decodes
+DEFAULT_MAX_NEW_TOKENS = DEFAULTS.max_new_tokens  # a task that names none gets what `spacemind answer` decodes
 
 # Keys that change nothing under greedy decoding (or only concern other models' preprocessing),
 # accepted with any value; `_GREEDY_VALUES` lists the keys accepted only at their greedy value.

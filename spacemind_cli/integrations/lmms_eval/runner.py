@@ -46,9 +46,9 @@ def settings_for(
     num_frames: int | None = None,
     sampling: str | None = None,
     cache: str | os.PathLike | None = None,
-    dtype: str = "auto",
-    vggt_weights: str = "fp32",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    dtype: str | None = None,
+    vggt_weights: str | None = None,
+    batch_size: int | None = None,
     device: str | None = None,
     threads: int | None = None,
 ) -> JobSettings:
