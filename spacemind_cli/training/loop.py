@@ -157,9 +157,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                 wait_s += time.perf_counter() - t_move
                 with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), autocast_to(device, autocast):
                     loss, _ = wrapped(enc, [segments[i] for i in p.pack.examples])
-                    # data-parallel averages gradients over workers: undo it, so the step's gradient
-                    # is the sum over all its questions divided by all its targets
-                    scale = 0.0 if p.filler else runtime.world_size / step_targets
+                    scale = 0.0 if p.filler else parallel.gradient_scale(runtime.world_size, step_targets)
                     (loss * scale).backward()
                 del enc
                 if not p.filler:

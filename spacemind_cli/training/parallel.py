@@ -17,6 +17,14 @@ import torch
 from torch import nn
 
 
+def gradient_scale(world_size: int, step_targets: int) -> float:
+    """What a worker multiplies its summed token loss by: data parallelism averages gradients over
+    the workers, so this undoes the average and divides by every worker's targets in the step,
+    making the step's gradient the sum over all its questions / all its targets, as in one
+    process, however unevenly the targets fall on the workers."""
+    return world_size / step_targets
+
+
 def shard(model) -> nn.Module:
     """FSDP2 over the runtime's process group: one unit per LLM decoder layer, then the root."""
     from torch.distributed.fsdp import fully_shard
