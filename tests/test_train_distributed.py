@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from gloo_support import run_workers
 
 REPO = Path(__file__).resolve().parents[1]
