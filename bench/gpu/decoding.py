@@ -62,8 +62,67 @@ def section_decode(ctx: Ctx) -> dict:
         "met": None if saving is None else saving >= PREFIX_SAVING_MIN,
         "tokens_equal_everywhere": s["tokens_equal_everywhere"],
     }
+    res["lora_beside"] = lora_beside_cost(ctx)
     largest = res["batches"][-1]
     res["largest_batch"] = {"batch": largest["batch"], "time_old_vs_new": largest["ratios_old_vs_new"]["time"],
                             "peak_old_vs_new": largest["ratios_old_vs_new"]["peak_extra_bytes"]}
     ctx.cleanup()
     return res
+
+
+LORA_RANKS = (8, 256)  # what the fullsize CPU run trained; the paper's recipe
+
+
+def lora_beside_cost(ctx: Ctx) -> dict:
+    """What a trained adapter kept beside the weights (`answer`'s default in bf16) costs a decode
+    batch: 8 questions, max_new_tokens each (no stop token), after a prefilled prefix, with a
+    random rank-r adapter on every linear layer of the LLM vs none (what a merged adapter costs)."""
+    import time
+
+    import torch
+    from torch import nn
+
+    from bench.workload import scene_prompts
+    from spacemind_cli.models import generation, internvl
+    from spacemind_cli.models.lora import LoraDelta, add_lora_delta
+
+    sm, z = ctx.sm, ctx.sizes
+    lm, head, embed = internvl.parts(sm.internvl)
+    device = next(lm.parameters()).device
+    suffixes = [sm.suffix_ids(p) for p in (ctx.prompts or scene_prompts(0, 8))[:8]]
+    prefix_len = min(len(sm.prefix_ids(z.frames)), 4096)
+    with torch.no_grad():
+        ids = torch.randint(0, sm.internvl.config.text_config.vocab_size, (1, prefix_len), device=device)
+        prefix = generation.prefill(lm, embed(ids))
+
+    def batch_s() -> float:
+        best = float("inf")
+        for _ in range(2):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                generation.decode_batch(lm, head, embed, prefix, suffixes, max_new_tokens=z.max_new_tokens,
+                                        eos_ids=set(), pad_id=internvl.pad_token_id(sm.tokenizer))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    linears = [m for m in lm.modules() if isinstance(m, nn.Linear)]
+    out = {"prefix_tokens": prefix_len, "batch": len(suffixes), "new_tokens": z.max_new_tokens,
+           "adapted_linears": len(linears), "none_s": rnd(batch_s(), 4)}
+    for r in LORA_RANKS:
+        hooks = []
+        for m in linears:
+            a = torch.randn(r, m.in_features, device=device, dtype=m.weight.dtype) / m.in_features**0.5
+            m.lora_delta = LoraDelta(a, torch.randn(m.out_features, r, device=device, dtype=m.weight.dtype) * 0.01, 2.0)
+            hooks.append(m.register_forward_hook(add_lora_delta))
+        seconds = batch_s()
+        for m, hook in zip(linears, hooks):
+            hook.remove()
+            del m.lora_delta
+        out[f"rank_{r}_s"] = rnd(seconds, 4)
+        out[f"rank_{r}_vs_none"] = rnd(ratio(seconds, out["none_s"]), 3)
+    del prefix
+    return out

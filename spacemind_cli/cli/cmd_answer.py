@@ -72,6 +72,7 @@ def answer(
     sampling: Optional[str] = opt.SAMPLING,
     dtype: Optional[str] = opt.DTYPE,
     vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
+    merge_lora: Optional[bool] = opt.MERGE_LORA,
     threads: Optional[int] = opt.THREADS,
     device: Optional[str] = opt.DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
@@ -83,8 +84,8 @@ def answer(
     options = opt.run_options(
         checkpoint=checkpoint, cache=cache, executor=executor, ray_address=ray_address, num_gpus=num_gpus,
         actors=actors, batch_size=batch_size, max_new_tokens=max_new_tokens, num_frames=num_frames,
-        sampling=sampling, dtype=dtype, vggt_weights=vggt_weights, threads=threads, device=device,
-        trust_path=trust_path,
+        sampling=sampling, dtype=dtype, vggt_weights=vggt_weights, merge_lora=merge_lora, threads=threads,
+        device=device, trust_path=trust_path,
     )
     with job_progress("answering", "scenes") as progress:
         summary = api.answer(scenes, options=options, output=output, questions=questions, template=template,

@@ -29,6 +29,11 @@ VGGT_WEIGHTS = typer.Option(
     help="fp32: VGGT at the reference's precision (fp32 weights under bf16 autocast, camera head in fp32). "
     "half: VGGT weights in --dtype, 2.1 GiB less memory for VGGT-1B, features deviate slightly (a separate cache key).",
 )
+MERGE_LORA = typer.Option(
+    None, "--merge-lora/--no-merge-lora",
+    help="A trained checkpoint's LoRA adapter merged into the weights (the base's speed) or kept beside them. "
+    "Default: merged only in fp32; in bf16 merging rounds the adapter away (bench/results/lora_answer.md).",
+)
 THREADS = typer.Option(
     None, "--threads", min=1,
     help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "

@@ -29,6 +29,7 @@ class RunOptions:
     sampling: str | None = None  # paper | uniform | all; default: the checkpoint's
     dtype: str | None = None  # auto: bf16 with GPUs, fp32 without
     vggt_weights: str | None = None  # fp32: the reference's precision; half: opt-in, in `dtype`
+    merge_lora: bool | None = None  # a LoRA adapter merged into the weights; default: only fp32 ones
     batch_size: int | None = None  # answer's decode batch: questions of one scene decoded together
     max_new_tokens: int | None = None
     trusted_paths: tuple[str, ...] = ()
@@ -80,6 +81,8 @@ class JobSettings:
     # extract: read every cached entry whole (checksums) before counting it as done, so that a
     # damaged entry is re-encoded, not reported as cached; answering reads hits whole anyway.
     verify_cached: bool = False
+    # the checkpoint's LoRA adapter merged into the weights (True) or beside them (False); None: no adapter
+    merge_lora: bool | None = None
     # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray actor's
     # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
     # (reduction order): runs that must agree bit for bit pin it.
@@ -112,6 +115,8 @@ class JobSettings:
                 "dtype": self.dtype,
                 "vggt_weights": self.vggt_weights,
                 "max_new_tokens": self.max_new_tokens,
+                # merged into bf16 weights, an adapter answers otherwise (keys of runs without one unchanged)
+                **({"merge_lora": self.merge_lora} if self.merge_lora is not None else {}),
             }
         )
 
@@ -122,7 +127,8 @@ class JobSettings:
 def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: bool = False) -> JobSettings:
     """Settle `options` against the checkpoint's files (no model load) and the workers' devices."""
     from ..models.checkpoint import checkpoint_id, encoder_fingerprint, load_config
-    from ..models.spacemind import VGGT_WEIGHTS
+    from ..models.spacemind import VGGT_WEIGHTS, lora_merged
+    from ..runtime import compute_dtype
 
     checkpoint = options.checkpoint
     config = load_config(checkpoint)
@@ -153,6 +159,7 @@ def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: 
         batch_size=options.batch_size,
         max_new_tokens=options.max_new_tokens,
         cpu_threads=options.cpu_threads,
+        merge_lora=lora_merged(compute_dtype("cpu", dtype), options.merge_lora) if config.lora else None,
     )
     settings.frame_sampling  # validates
     return settings

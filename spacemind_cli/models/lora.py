@@ -1,11 +1,14 @@
-"""Merge a PEFT-format LoRA adapter into InternVL's language model, in place.
+"""Apply a PEFT-format LoRA adapter to InternVL's language model, in place: on the side of each
+adapted Linear (`LoraDelta`), or merged into its weight.
 
 An adapter folder holds `adapter_config.json` (r, lora_alpha, target_modules, use_rslora,
 optionally rank_pattern / alpha_pattern / modules_to_save) and `adapter_model.safetensors` with
 keys `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight` (and, for
 modules_to_save or trained biases, full tensors `base_model.model.<module path>.<param>`).
-Each LoRA pair is merged as W += scale * B @ A with scale = alpha / r (alpha / sqrt(r) with
-rsLoRA), through PEFT's own merge, so the merged model runs at plain InternVL speed.
+Each LoRA pair adds scale * x A^T B^T to its Linear's output, scale = alpha / r (alpha / sqrt(r)
+with rsLoRA), as PEFT's LoRA forward does; merged, W += scale * B @ A, as PEFT's merge does. Merging in bf16 rounds the adapter away (each weight moves by up to half a bf16 step); the
+side path costs 2 r (in + out) flops per token and Linear, ~1% of the Linear's at r 8
+(`bench/results/lora_answer.md`). `SpaceMind.from_pretrained` merges when the weights are fp32.
 
 The module path depends on what PEFT wrapped: the whole `InternVLForConditionalGeneration`
 (transformers 5.x names `model.language_model.layers...`, 4.x / original InternVL names
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,61 +230,77 @@ def plan_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
     return plan
 
 
+def scale_of(pair: LoraPair, config: dict) -> float:
+    """PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    return pair.alpha / (math.sqrt(pair.r) if config.get("use_rslora") else pair.r)
+
+
+class LoraDelta(nn.Module):
+    """The adapter's side path of one Linear, `scale * x A^T B^T`, added to the Linear's output by a
+    forward hook: the base weight stays as loaded, so in bf16 the adapter is not rounded away into
+    it (merging moves each weight by up to half a bf16 step, as large as the adapter's own change).
+    A and B are in the Linear's dtype, as training's bf16 autocast computes them; buffers, not
+    parameters: the model's state dict and parameter names stay the base's."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("lora_A", a, persistent=False)  # [r, in]
+        self.register_buffer("lora_B", b, persistent=False)  # [out, r]
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(nn.functional.linear(x, self.lora_A), self.lora_B) * self.scale
+
+
+def add_lora_delta(linear: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output + linear.lora_delta(inputs[0])
+
+
+def unmerged_modules(model: nn.Module) -> list[str]:
+    """Names of the Linears that carry an unmerged adapter."""
+    return [n for n, m in model.named_modules() if isinstance(getattr(m, "lora_delta", None), LoraDelta)]
+
+
 @torch.no_grad()
-def merge_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
-    """Merge the adapter at `adapter_dir` into `model` (an InternVLForConditionalGeneration) in place.
+def apply_lora(model: nn.Module, adapter_dir: str | Path, *, merge: bool) -> LoraPlan:
+    """Apply the adapter at `adapter_dir` to `model` (an InternVLForConditionalGeneration) in place:
+    merged into the weights (W += scale * B @ A in one addmm, rounded once to the weight's dtype)
+    or kept on the side (`LoraDelta`). Exact in fp32 either way; in bf16 only the side path
+    keeps what was trained.
 
     Every key is resolved and checked first (`plan_lora`: any spelling above, shapes, ranks, the
-    vision tower refused), before any weight changes. The merge itself is PEFT's: the resolved
-    LoRA pairs are loaded into a LoRA model PEFT builds over exactly those modules, and
-    `merge_and_unload` adds scale * (B @ A) to each weight (the delta in the adapter's fp32,
-    added in the weight's dtype). modules_to_save tensors replace the model's.
+    vision tower refused), before any weight changes. modules_to_save tensors replace the model's.
     """
     from ..weights import open_weights
 
     plan = plan_lora(model, adapter_dir)
     params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    fan_in_fan_out = bool(plan.config.get("fan_in_fan_out", False))
     with open_weights(adapter_weights_file(adapter_dir)) as f:
-        if plan.pairs:
-            _merge_with_peft(model, plan, f)
+        for pair in plan.pairs:
+            linear = modules[pair.module]
+            weight = linear.weight
+            a, b = f.get_tensor(pair.a).float(), f.get_tensor(pair.b).float()
+            if fan_in_fan_out:  # PEFT's delta is (B @ A)^T: the same as B' = A^T, A' = B^T
+                a, b = b.T, a.T
+            scale = scale_of(pair, plan.config)
+            if merge:  # one pass over the weight, no temporary of its size
+                weight.addmm_(b.to(weight.device, weight.dtype), a.to(weight.device, weight.dtype), alpha=scale)
+            else:
+                linear.lora_delta = LoraDelta(a.to(weight.device, weight.dtype).contiguous(),
+                                              b.to(weight.device, weight.dtype).contiguous(), scale)
+                linear.register_forward_hook(add_lora_delta)
         for name, key in plan.full.items():
             p = params[name]
             p.copy_(f.get_tensor(key).to(device=p.device, dtype=p.dtype))
     extra = f", replaced {len(plan.full)} tensors (modules_to_save)" if plan.full else ""
     rs = " (rsLoRA)" if plan.config.get("use_rslora") else ""
-    log.info("LoRA %s: merged %d modules%s%s", Path(adapter_dir), plan.num_modules, rs, extra)
+    how = "merged" if merge else "kept beside the weights of"
+    log.info("LoRA %s: %s %d modules%s%s", Path(adapter_dir), how, plan.num_modules, rs, extra)
     return plan
 
 
-def _merge_with_peft(model: nn.Module, plan: LoraPlan, tensors) -> None:
-    import warnings
-
-    from peft import LoraConfig, get_peft_model
-    from peft.utils import set_peft_model_state_dict
-
-    # Exact module names as targets, and each module's own rank and alpha (rank_pattern /
-    # alpha_pattern keys are regexes matched at the end of a module name: escape them).
-    config = LoraConfig(
-        r=int(plan.config["r"]),
-        lora_alpha=float(plan.config["lora_alpha"]),
-        target_modules=[p.module for p in plan.pairs],
-        rank_pattern={re.escape(p.module): p.r for p in plan.pairs},
-        alpha_pattern={re.escape(p.module): p.alpha for p in plan.pairs},
-        use_rslora=bool(plan.config.get("use_rslora", False)),
-        fan_in_fan_out=bool(plan.config.get("fan_in_fan_out", False)),
-        lora_dropout=0.0,
-        bias="none",
-        init_lora_weights=False,
-    )
-    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question
-        warnings.simplefilter("ignore", FutureWarning)
-        peft_model = get_peft_model(model, config)
-    state = {}
-    for p in plan.pairs:
-        state[f"base_model.model.{p.module}.lora_A.weight"] = tensors.get_tensor(p.a)
-        state[f"base_model.model.{p.module}.lora_B.weight"] = tensors.get_tensor(p.b)
-    result = set_peft_model_state_dict(peft_model, state)
-    unexpected = list(getattr(result, "unexpected_keys", None) or ())
-    if unexpected:
-        raise CheckpointError(f"LoRA adapter {plan.path}: PEFT did not place {len(unexpected)} tensors ({unexpected[0]})")
-    peft_model.merge_and_unload()  # merges into `model`'s own layers and removes the LoRA ones
+def merge_lora(model: nn.Module, adapter_dir: str | Path) -> LoraPlan:
+    """`apply_lora(merge=True)`: the adapter folded into the weights."""
+    return apply_lora(model, adapter_dir, merge=True)

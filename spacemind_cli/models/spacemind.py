@@ -48,6 +48,13 @@ def prefix_text(prompt, tokens_per_frame: int, num_frames: int) -> str:
 def suffix_text(prompt: str) -> str:
     """A question's part of the turn, after the prefix, up to where the answer starts."""
     return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+def lora_merged(dtype: torch.dtype, merge_lora: bool | None) -> bool:
+    """Whether a LoRA adapter is merged into the weights: as asked, else only into fp32 weights.
+    Merged, a model runs at the base's speed; in bf16 merging rounds the adapter away (each weight
+    moves by up to half a bf16 step, as much as training moved it), so there it stays on the side."""
+    return merge_lora if merge_lora is not None else dtype == torch.float32
+
+
 @dataclass
 class EncoderOutputs:
     """The frozen encoders' outputs for one ordered clip (what the feature cache stores). A
@@ -108,12 +115,17 @@ class SpaceMind(nn.Module):
         llm: bool = True,
         lazy_vggt: bool = False,
         vggt_weights: str = "fp32",
+        merge_lora: bool | None = None,
     ) -> "SpaceMind":
         """Load a checkpoint folder.
 
         llm=False loads only what encoding needs (VGGT + InternViT; no projector, CGMF or LLM
         weights are read): for `spacemind extract`. lazy_vggt=True defers loading VGGT until a
         scene actually needs encoding (answering from a warm cache never does).
+
+        merge_lora: a LoRA adapter (`lora/`) is merged into the weights (True) or kept on the side of
+        each adapted Linear (False); None (default) merges only fp32 weights, where merging is exact
+        (`lora_merged`).
 
         vggt_weights="fp32" (default) keeps VGGT at the reference's precision whatever `dtype`
         is: fp32 weights, the aggregator under autocast to `dtype`, the camera head in fp32, as
@@ -164,10 +176,10 @@ class SpaceMind(nn.Module):
                 raise CheckpointError(f"{weights} does not match the CGMF config: {str(exc).splitlines()[0]}") from None
             fusion.to(device=device, dtype=dtype).eval().requires_grad_(False)
         if config.lora and llm:
-            from .lora import merge_lora
+            from .lora import apply_lora
 
             lora_path = resolve_component(root, config.lora, "lora", trusted_paths)
-            merge_lora(model, lora_path)
+            apply_lora(model, lora_path, merge=lora_merged(dtype, merge_lora))
 
         sm = cls(config, vggt, model, tokenizer, fusion)
         sm._load_vggt = load_vggt
@@ -178,6 +190,10 @@ class SpaceMind(nn.Module):
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> None:
         """Write a self-contained checkpoint folder (InternVL and VGGT weights included)."""
+        from .lora import unmerged_modules
+
+        if unmerged_modules(self.internvl):
+            raise CheckpointError("this model carries a LoRA adapter beside its weights; load it with merge_lora=True to save it")
         from safetensors.torch import save_file
         from transformers.utils import logging as hf_logging
 

@@ -95,6 +95,7 @@ class ModelStage:
             # answering from a cache may never need VGGT: load it on the first miss
             lazy_vggt=self.needs_llm and bool(settings.cache),
             vggt_weights=settings.vggt_weights,
+            merge_lora=settings.merge_lora,
         )
         self._check_fingerprint(model.encoder_fingerprint)
         self._model = model
