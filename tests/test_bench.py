@@ -234,6 +234,10 @@ def _check_decode(r: dict) -> None:
     assert g["saving_per_row_vs_prefix_kv"] == pytest.approx(
         (g["old_peak_growth_per_row_bytes"] - g["new_peak_growth_per_row_bytes"]) / g["prefix_kv_bytes"], rel=1e-2)
     assert g["met"] == (g["saving_per_row_vs_prefix_kv"] >= g["min_saving"])
+    lora = d["lora_beside"]  # a trained adapter beside the weights: each rank's decode batch over none
+    assert lora["adapted_linears"] % 7 == 0 and _pos(lora["none_s"])
+    for rank in (8, 256):
+        assert lora[f"rank_{rank}_vs_none"] == pytest.approx(lora[f"rank_{rank}_s"] / lora["none_s"], rel=1e-2)
 
 
 def test_training_flops_pack_cost_and_plan_cost_by_hand():
