@@ -6,9 +6,10 @@ optionally rank_pattern / alpha_pattern / modules_to_save) and `adapter_model.sa
 keys `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight` (and, for
 modules_to_save or trained biases, full tensors `base_model.model.<module path>.<param>`).
 Each LoRA pair adds scale * x A^T B^T to its Linear's output, scale = alpha / r (alpha / sqrt(r)
-with rsLoRA), as PEFT's LoRA forward does; merged, W += scale * B @ A, as PEFT's merge does. Merging in bf16 rounds the adapter away (each weight moves by up to half a bf16 step); the
-side path costs 2 r (in + out) flops per token and Linear, ~1% of the Linear's at r 8
-(`bench/results/lora_answer.md`). `SpaceMind.from_pretrained` merges when the weights are fp32.
+with rsLoRA), as PEFT's LoRA forward does; merged, W += scale * B @ A, as PEFT's merge does.
+Merging in bf16 rounds the adapter away (each weight moves by up to half a bf16 step); the side
+path costs r (in + out) / (in * out) of its Linear's flops, ~1% at r 8 (arithmetic; measured in
+`bench/results/lora_answer.md`). `SpaceMind.from_pretrained` merges when the weights are fp32.
 
 The module path depends on what PEFT wrapped: the whole `InternVLForConditionalGeneration`
 (transformers 5.x names `model.language_model.layers...`, 4.x / original InternVL names

@@ -48,6 +48,8 @@ def prefix_text(prompt, tokens_per_frame: int, num_frames: int) -> str:
 def suffix_text(prompt: str) -> str:
     """A question's part of the turn, after the prefix, up to where the answer starts."""
     return f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
 def lora_merged(dtype: torch.dtype, merge_lora: bool | None) -> bool:
     """Whether a LoRA adapter is merged into the weights: as asked, else only into fp32 weights.
     Merged, a model runs at the base's speed; in bf16 merging rounds the adapter away (each weight
