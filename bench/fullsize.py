@@ -216,13 +216,13 @@ def weight_bytes(ckpt: Path) -> dict[str, int]:
     """Bytes of each part's weights as a CPU run holds them: fp32 (the CPU compute dtype, and
     VGGT's default precision). The encoders (vision tower + VGGT) are what extract needs; the whole
     InternVL + CGMF what answer and train need (VGGT stays unloaded on cache hits)."""
-    from spacemind_cli.models.internvl import VISION_PREFIXES
+    from spacemind_cli.models.internvl import WEIGHT_PREFIXES
     from spacemind_cli.models.vggt import CHECKPOINT_PREFIXES
 
     fp32 = 4
     internvl = ckpt / "internvl"
     parts = {
-        "vision": _param_bytes(internvl, VISION_PREFIXES, fp32),
+        "vision": _param_bytes(internvl, WEIGHT_PREFIXES["vision"], fp32),
         "internvl": _param_bytes(internvl, None, fp32),
         "vggt": _param_bytes(ckpt / "vggt", CHECKPOINT_PREFIXES, fp32),
         "cgmf": _param_bytes(ckpt, None, fp32) if (ckpt / "fusion.safetensors").is_file() else 0,
