@@ -13,7 +13,7 @@ never imports Ray or torch):
 See `spacemind_cli.api` for each function's arguments.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["RunOptions", "SpaceMind", "TrainConfig", "__version__", "answer", "evaluate", "extract", "train"]
 

@@ -16,15 +16,14 @@ the question's own prompt. A question without history is asked exactly as before
 
 from __future__ import annotations
 
-from .eval.vsibench import MCA_QUESTION_TYPES, NA_QUESTION_TYPES
+from .benchmarks import VSIBENCH_MCA_TYPES, VSIBENCH_NA_TYPES
 
 VSI_PRE_PROMPT = "These are frames of a video."
 NUMERIC_POST_PROMPT = "Please answer the question using a single word or phrase."
 CHOICE_POST_PROMPT = "Answer with the option's letter from the given choices directly."
 
-# One list of VSI-Bench's question types, the scorer's: prompts and scores must agree on it.
-VSI_NUMERIC_TYPES = frozenset(NA_QUESTION_TYPES)
-VSI_CHOICE_TYPES = frozenset(MCA_QUESTION_TYPES)
+VSI_NUMERIC_TYPES = frozenset(VSIBENCH_NA_TYPES)
+VSI_CHOICE_TYPES = frozenset(VSIBENCH_MCA_TYPES)
 VSI_TYPES = VSI_NUMERIC_TYPES | VSI_CHOICE_TYPES
 
 

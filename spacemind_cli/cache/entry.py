@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from spacemind_cli import __version__ as SPACEMIND_VERSION
 from spacemind_cli.cache import tensors as tcodec
 from spacemind_cli.errors import ResourceError
+from spacemind_cli.version import __version__ as SPACEMIND_VERSION
 
 log = logging.getLogger(__name__)
 

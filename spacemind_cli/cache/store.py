@@ -34,12 +34,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from spacemind_cli import __version__ as SPACEMIND_VERSION
-from spacemind_cli.cache import entry as entry_format
 from spacemind_cli import files as fsutil
+from spacemind_cli.cache import entry as entry_format
 from spacemind_cli.cache import tensors as tcodec
 from spacemind_cli.cache.entry import KV, LAYOUT, SCHEMA_VERSION
 from spacemind_cli.errors import CacheError, ResourceError, resource_error
+from spacemind_cli.version import __version__ as SPACEMIND_VERSION
 
 log = logging.getLogger(__name__)
 

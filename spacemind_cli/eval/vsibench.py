@@ -29,6 +29,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from spacemind_cli.benchmarks import VSIBENCH_MCA_TYPES, VSIBENCH_NA_TYPES
 from spacemind_cli.errors import InputError
 
 from .common import (
@@ -51,20 +52,8 @@ log = logging.getLogger(__name__)
 
 BENCHMARK = "vsibench"
 
-MCA_QUESTION_TYPES = (
-    "object_rel_direction_easy",
-    "object_rel_direction_medium",
-    "object_rel_direction_hard",
-    "object_rel_distance",
-    "route_planning",
-    "obj_appearance_order",
-)
-NA_QUESTION_TYPES = (
-    "object_abs_distance",
-    "object_counting",
-    "object_size_estimation",
-    "room_size_estimation",
-)
+MCA_QUESTION_TYPES = VSIBENCH_MCA_TYPES
+NA_QUESTION_TYPES = VSIBENCH_NA_TYPES
 REL_DIRECTION_TYPES = MCA_QUESTION_TYPES[:3]
 
 # The paper's column order (and the official OrderedDict's order).

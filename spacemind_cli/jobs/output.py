@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from ..answer_files import output_paths
 from ..errors import InputError, resource_error
 from ..files import atomic_write_text, json_line, remove_quietly, remove_stale_temps
 from ..fingerprint import text_digest
@@ -50,14 +51,6 @@ def new_shard_id() -> str:
 def run_tag(run_key: str) -> str:
     """The part of a run key that names its shards."""
     return text_digest(run_key)[:16]
-
-
-def output_paths(output: Path) -> dict[str, Path]:
-    return {
-        "parts": output.with_name(output.name + ".parts"),
-        "errors": output.with_name(output.name + ".errors.jsonl"),
-        "summary": output.with_name(output.name + ".summary.json"),
-    }
 
 
 class AnswerStore:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..defaults import DEFAULTS
 from ..errors import CheckpointError
 from ..fingerprint import file_digest, safetensors_digest, text_digest
+from ..version import __version__
 from . import internvl
 from .cgmf import CGMFConfig
 from .config_dict import config_from_dict

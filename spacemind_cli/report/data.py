@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..answer_files import output_paths
 from ..errors import InputError
 from ..eval import EvalResult, Record, evaluate_records, load_records
-from ..jobs.output import output_paths
 from ..summaries import AnswerSummary
 
 log = logging.getLogger(__name__)
