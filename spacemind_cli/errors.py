@@ -81,7 +81,8 @@ _PATH_REASONS = {
 
 def os_reason(exc: OSError) -> str:
     """The one-line reason of an OSError, without the file name Python appends to str(exc)."""
-    return _RESOURCE_REASONS.get(exc.errno) or _PATH_REASONS.get(exc.errno) or exc.strerror or str(exc)
+    known = _RESOURCE_REASONS.get(exc.errno) or _PATH_REASONS.get(exc.errno) if exc.errno is not None else None
+    return known or exc.strerror or str(exc)
 
 
 def resource_error(exc: OSError, path) -> InputError | ResourceError:
@@ -109,7 +110,8 @@ def json_problem(exc) -> str:
 def error_class(name: str) -> type[SpacemindError]:
     """A SpacemindError subclass by name: how a worker's job-stopping failure crosses a process
     boundary as text (a Ray result) and is raised again, exit code included, on the driver."""
-    for cls in (SpacemindError, *SpacemindError.__subclasses__()):
+    classes: list[type[SpacemindError]] = [SpacemindError, *SpacemindError.__subclasses__()]
+    for cls in classes:
         if cls.__name__ == name:
             return cls
     return SpacemindError

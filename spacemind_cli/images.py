@@ -47,6 +47,7 @@ def load_rgb(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
             raise SceneError(f"image {path} is empty (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image  # the opened file, then its reduced or converted copies
             with Image.open(path) as img:
                 if max_side and max(img.size) > max_side and img.format == "JPEG":
                     # Ask for the final size: the decoder scales by 1/2, 1/4 or 1/8 itself,

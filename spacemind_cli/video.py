@@ -178,6 +178,7 @@ def _read_seeking(container, stream, wanted: list[int]) -> dict[int, np.ndarray]
             pos = p
         # pos > target only if the decoder skipped a frame the demuxer listed (corrupt data):
         # the nearest later frame is the deterministic stand-in.
+        assert frame is not None  # the first target always seeks, which lands on a frame
         out[target] = frame.to_ndarray(format="rgb24")
     return out
 

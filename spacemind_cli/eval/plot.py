@@ -54,6 +54,7 @@ def plot(
 
 def _plot(result: EvalResult, out_png: str | Path, compare, references: bool, title: str | None, dpi: int) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.container import BarContainer
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -91,16 +92,18 @@ def _plot(result: EvalResult, out_png: str | Path, compare, references: bool, ti
     label_size = 7 if per_slot <= 2 else 6
     rotate = per_slot >= 3
     top = 0.0
-    handles = []
+    handles: list[Patch | BarContainer] = []
     n_compare = 0
     n_ref = 0
     for k, s in enumerate(series):
-        pos, vals = [], []
+        pos: list[float] = []
+        vals: list[float] = []
         for (g, c, sid), x0, here in zip(slots, xs, present):
-            if k in here:
+            value = s.values.get(sid)
+            if value is not None:  # then k is in `here`
                 offset = (here.index(k) - (len(here) - 1) / 2) * width
                 pos.append(x0 + offset)
-                vals.append(s.values[sid])
+                vals.append(value)
         if s.kind == "run":
             color, hatch, edge = _RUN_COLOR, None, _RUN_COLOR
         elif s.kind == "compare":

@@ -73,7 +73,9 @@ def _is_lmms_sample(row: dict[str, Any]) -> bool:
 
 
 def _from_lmms_sample(row: dict[str, Any], path: Path, line: int, unit: str) -> Record:
-    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+    doc = row.get("doc")
+    if not isinstance(doc, dict):
+        doc = {}
     # Metric dicts (e.g. "vsibench_score") hold the doc plus the text the task scored.
     metric_docs = [
         v

@@ -277,7 +277,7 @@ def render_table(
         best = {}
         if len(group_rows) > 1:
             for j in range(len(columns)):
-                vals = [r[3][j] for r in group_rows if r[3][j] is not None]
+                vals = [v for r in group_rows if (v := r[3][j]) is not None]
                 if vals:
                     best[j] = max(vals)
         for s, _, cells, values in group_rows:

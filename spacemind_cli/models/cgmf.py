@@ -114,7 +114,7 @@ class CGMF(nn.Module):
             v = v + bias
         if c.importance:
             v = torch.sigmoid(self.importance_mlp(f_s)) * v  # [N, M_s, 1] weights
-        if c.camera_memory:
+        if cam is not None and c.camera_memory:
             k = torch.cat([cam, k], dim=1)  # [N, 1 + M_s, d_a]
             v = torch.cat([cam, v], dim=1)
 

@@ -257,15 +257,17 @@ class DinoV2(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, C))  # cls + grid x grid patches
         self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, C))
         self.mask_token = nn.Parameter(torch.zeros(1, C), requires_grad=False)
+        depth, heads = cfg.patch_embed_depth, cfg.patch_embed_heads
+        assert depth is not None and heads is not None  # VGGTConfig settles both for patch_embed="dinov2"
         self.blocks = nn.ModuleList(
-            Block(C, cfg.patch_embed_heads, cfg.patch_embed_mlp_ratio, DINOV2_LAYERSCALE_INIT, norm_eps=DINOV2_NORM_EPS)
-            for _ in range(cfg.patch_embed_depth)
+            Block(C, heads, cfg.patch_embed_mlp_ratio, DINOV2_LAYERSCALE_INIT, norm_eps=DINOV2_NORM_EPS)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(C, eps=DINOV2_NORM_EPS)
 
     def pos_embed_for(self, H: int, W: int) -> torch.Tensor:
         """Pos-embed [1, 1 + Hp*Wp, C] for an H x W image (cls first)."""
-        pe = self.pos_embed
+        pe: torch.Tensor = self.pos_embed
         n = pe.shape[1] - 1
         hp, wp = H // self.patch_size, W // self.patch_size
         if hp * wp == n and H == W:  # the reference's condition: pixel-square and same patch count
@@ -306,6 +308,7 @@ class Aggregator(nn.Module):
         C = cfg.embed_dim
         self.cfg = cfg
         self.patch_start_idx = cfg.patch_start_idx
+        self.patch_embed: nn.Module
         if cfg.patch_embed == "conv":
             self.patch_embed = ConvPatchEmbed(cfg.patch_size, C)
         else:
@@ -329,7 +332,7 @@ class Aggregator(nn.Module):
         special = torch.zeros(self.patch_start_idx, 2, dtype=patch_pos.dtype, device=device)
         return rope_cos_sin(torch.cat([special, patch_pos]), cfg.embed_dim // cfg.num_heads, cfg.rope_freq)
 
-    def _run(self, block: Block, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
+    def _run(self, block: nn.Module, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             return checkpoint(block, x, rope, use_reentrant=False)
         return block(x, rope)
@@ -358,7 +361,7 @@ class Aggregator(nn.Module):
         _, P, C = tokens.shape
 
         rope_frame = self.rope_tables(hp, wp, images.device)  # [P, D]
-        rope_global = None if rope_frame is None else tuple(t.repeat(S, 1) for t in rope_frame)  # [S*P, D]
+        rope_global = None if rope_frame is None else (rope_frame[0].repeat(S, 1), rope_frame[1].repeat(S, 1))  # [S*P, D]
 
         wanted = set(layers)
         kept: dict[int, torch.Tensor] = {}

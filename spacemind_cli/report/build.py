@@ -109,7 +109,7 @@ def first_page(model: PageModel, thumbs: dict) -> dict:
     default sort), their scenes and the thumbnails of those scenes' strips (an upper bound on
     what the browser fetches: the images are lazy)."""
     order = sorted(range(len(model.questions)), key=lambda i: (model.questions[i]["sc"], i))[: page.PAGE_SIZE]
-    groups = []
+    groups: list[tuple[int, tuple[int, ...]]] = []
     for i in order:
         q = model.questions[i]
         key = (q["sc"], tuple(q["fs"]))

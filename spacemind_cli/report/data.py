@@ -383,7 +383,7 @@ def build_model(runs: list[Run]) -> PageModel:
 def compare_stats(questions: list[dict], how: str) -> dict:
     """Marks each question (``cmp``: agree/disagree + which run scored higher, or only-a/only-b)
     and counts them. Two runs disagree when their answers (as scored) or their scores differ."""
-    stats = Counter()
+    stats: Counter[str] = Counter()
     for q in questions:
         a, b = q["r"]
         if a is None or b is None:

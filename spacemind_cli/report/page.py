@@ -49,7 +49,7 @@ def scores_table(result, compare: list | None = None, references: bool = True) -
     cells_by_col = [list(c.cells) for c in table.columns]
     rows = []
     for i in range(table.row_count):
-        cells = []
+        cells: list[dict[str, Any]] = []
         for col in cells_by_col:
             cell = col[i]
             text = cell.plain if isinstance(cell, Text) else str(cell)

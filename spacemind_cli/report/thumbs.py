@@ -150,6 +150,7 @@ def scene_thumbnails(req: SceneRequest, root: Path | None, out_dir: Path, cfg: T
     except SceneError as exc:
         res.status, res.note = MISSING, exc.message
         return res
+    assert root is not None  # locate refuses a missing root
     res.kind = scene.kind
     problems: list[str] = []
     try:
