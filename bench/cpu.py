@@ -2,6 +2,7 @@
 
     python -m bench.cpu            # full: 20 scenes x 18 questions, ~5-8 min on 2 cores
     python -m bench.cpu --quick    # smoke: 2 scenes x 3 questions (tests/test_bench.py)
+    python -m bench.cpu --extract-only   # extract local vs Ray only (cpu_extract.json / .md)
 
 Writes bench/results/cpu.json (every figure, machine info) and bench/results/cpu.md (a short
 table). All comparisons are ratios between runs made in this same process, on this machine:
@@ -127,7 +128,7 @@ def run_extract(workload, ckpt: Path, cache: Path, executor: str, threads: int) 
         ex.close()
     wall = time.perf_counter() - t0
     return {
-        "executor": executor, "scenes": s["scenes"], "encoded": s["encoded"], "failed": s["failed"],
+        "executor": executor, "route": s.get("route"), "scenes": s["scenes"], "encoded": s["encoded"], "failed": s["failed"],
         "wall_s": _r(wall), "scenes_per_s": _r(s["scenes"] / wall), "summary_scenes_per_s": s["scenes_per_s"],
         "summary_elapsed_s": s["elapsed_s"],
     }
@@ -243,6 +244,54 @@ def cache_io_summary(tmp: Path, scale: float, repeats: int) -> dict:
     }
 
 
+def extract_local_and_ray(wl, ckpt: Path, work: Path, reps: int, threads: int) -> tuple[dict, float]:
+    """`--extract-only`: local and Ray runs taken in turn (local, Ray, local, Ray, ...), each into a
+    fresh cache, so that a shared machine's load swings fall on both alike; Ray started once
+    before them (not counted, as in the full run). Returns ({"local": .., "ray": ..}, ray_init_s)."""
+    from pipelines import ray_runtime
+
+    log("ray: starting an embedded instance (shared by the Ray runs)")
+    t0 = time.perf_counter()
+    started = ray_runtime.connect(None)
+    init_s = _r(time.perf_counter() - t0, 3)
+    runs: dict[str, list] = {"local": [], "ray": []}
+    try:
+        for i in range(reps):
+            for executor in ("local", "ray"):
+                runs[executor].append(run_extract(wl, ckpt, work / f"cache_extract_{executor}_{i}", executor, threads))
+                log(f"  extract {executor} {runs[executor][-1]['scenes_per_s']:.3f} scenes/s")
+    finally:
+        if started:
+            ray_runtime.shutdown()
+    out = {}
+    for executor, rs in runs.items():
+        best = max(rs, key=lambda r: r["scenes_per_s"])
+        out[executor] = {**best, "repeats": reps, "all_scenes_per_s": [r["scenes_per_s"] for r in rs]}
+    return out, init_s
+
+
+def extract_markdown(res: dict) -> str:
+    m, w, e = res["machine"], res["workload"], res["extract"]
+    lines = [
+        "# spacemind CPU benchmark, extract only (tiny checkpoint)",
+        "",
+        f"{m['date']}, {m['cpu_count']} CPUs ({m['machine']}), torch {m['torch']}, ray {m.get('ray')}, "
+        f"{res.get('torch_threads')} torch thread(s) per model; load average {m['loadavg_start']} -> {m.get('loadavg_end')}.",
+        f"{w['scenes']} scenes, {w['frames']} frames each, a fresh cache per run; local and Ray runs taken in turn in "
+        f"one process, {res.get('repeats')} of each, the fastest reported (every rate in the .json); Ray started once "
+        f"({res.get('ray_init_s')} s, not counted).",
+        "",
+        "| extract | scenes/s | wall s | all runs, scenes/s | route |",
+        "|---|---:|---:|---|---|",
+    ]
+    for k in ("local", "ray"):
+        x = e[k]
+        lines.append(f"| {k} | {x['scenes_per_s']:.2f} | {x['wall_s']:.1f} | "
+                     f"{', '.join(f'{v:.2f}' for v in x['all_scenes_per_s'])} | {x.get('route') or ''} |")
+    lines += ["", f"Ray vs local: {res['ratios']['extract_ray_vs_local']}x."]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -292,6 +341,8 @@ def markdown(res: dict) -> str:
     for k in ("local", "ray"):
         if e.get(k):
             lines.append(f"| {k} | {e[k]['scenes_per_s']:.2f} | {e[k]['wall_s']:.1f} |")
+    if r.get("extract_ray_vs_local"):
+        lines += ["", f"Extract, Ray vs local: {r['extract_ray_vs_local']}x (route: {(e.get('ray') or {}).get('route')})."]
     c = res.get("cache_io") or {}
     if c.get("store_mbps"):
         sm, rf = c["store_mbps"], c["raw_file_mbps"]
@@ -319,7 +370,7 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 scenes x 3 questions, tiny cache_io entry")
-    ap.add_argument("--out", default=str(RESULTS / "cpu.json"))
+    ap.add_argument("--out", default=None, help="default bench/results/cpu.json (cpu_extract.json with --extract-only)")
     ap.add_argument("--md", default=None, help="markdown table (default: --out with .md)")
     ap.add_argument("--scenes", type=int, default=None, help="default 20 (2 with --quick)")
     ap.add_argument("--questions-per-scene", type=int, default=None, help="default 18 (3 with --quick)")
@@ -334,6 +385,8 @@ def main(argv=None) -> int:
                     help="torch threads for every run (JobSettings.cpu_threads); 0 = os.cpu_count(), the jobs' default. "
                     "Default 1: on a shared 2-core machine 2 threads stall on each other (5-10x swings run to run)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
+    ap.add_argument("--extract-only", action="store_true",
+                    help="only extract, local and Ray (no cache_io, answer or baseline); default --out cpu_extract.json")
     ap.add_argument("--workdir", default=None, help="where scenes, caches and outputs go (default: a temp dir, removed)")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -344,13 +397,16 @@ def main(argv=None) -> int:
     cio_scale = args.cache_io_scale if args.cache_io_scale is not None else (0.02 if quick else 1.0)
     cio_repeats = args.cache_io_repeats or (1 if quick else 3)
     reps = args.repeats or (1 if quick else 2)
+    extract_only = args.extract_only
+    out = Path(args.out or RESULTS / ("cpu_extract.json" if extract_only else "cpu.json"))
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="spacemind-cpu-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     # a fresh fingerprint memo: the cold runs hash the scenes, as a first run would
     os.environ["SPACEMIND_HOME"] = str(work / "home")
     t_all = time.perf_counter()
-    res: dict = {"machine": machine_info(), "mode": "quick" if quick else "full", "torch_threads": threads,
+    res: dict = {"machine": machine_info(), "mode": ("quick" if quick else "full") + (" extract-only" if extract_only else ""),
+                 "torch_threads": threads,
                  "repeats": reps}
     try:
         from bench.workload import build
@@ -363,6 +419,11 @@ def main(argv=None) -> int:
         ckpt = write_tiny_checkpoint(work / "tiny", seed=0)
         res["checkpoint"] = {"what": "tiny random-weight SpaceMind (models/tiny.py, seed 0)", "write_s": _r(time.perf_counter() - t0, 3)}
 
+        if extract_only:
+            res["extract"], res["ray_init_s"] = extract_local_and_ray(wl, ckpt, work, reps, threads)
+            e = res["extract"]
+            res["ratios"] = {"extract_ray_vs_local": _ratio(e["ray"]["scenes_per_s"], e["local"]["scenes_per_s"])}
+            return 0
         log(f"cache_io: scale {cio_scale}, {cio_repeats} repeat(s)")
         res["cache_io"] = cache_io_summary(work / "cache_io", cio_scale, cio_repeats)
         shutil.rmtree(work / "cache_io", ignore_errors=True)
@@ -417,14 +478,15 @@ def main(argv=None) -> int:
     finally:
         res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         res["total_s"] = _r(time.perf_counter() - t_all, 2)
-        out = Path(args.out)
         common.write_json(out, res)  # on a failure too: what was measured so far
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    md_path = Path(args.md) if args.md else out.with_suffix(".md")
-    common.write_text(md_path, markdown(res))
-    print(markdown(res))
-    log(f"wrote {out} and {md_path} in {res['total_s']} s")
+        if "ratios" in res:
+            md_path = Path(args.md) if args.md else out.with_suffix(".md")
+            text = extract_markdown(res) if extract_only else markdown(res)
+            common.write_text(md_path, text)
+            print(text)
+            log(f"wrote {out} and {md_path} in {res['total_s']} s")
     return 0
 
 

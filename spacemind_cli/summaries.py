@@ -68,6 +68,7 @@ class AnswerSummary(_Summary):
 class ExtractSummary(_Summary):
     cache: str | None = None
     executor: str | None = None
+    route: str | None = None  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
     scenes: int = 0
     encoded: int = 0
     cached: int = 0

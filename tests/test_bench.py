@@ -411,6 +411,21 @@ def test_vggt_precision_bench_measures_the_half_weight_opt_in(tmp_path):
     assert "GiB saved" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.ray
+def test_cpu_bench_extract_only_compares_local_and_ray_extract(tmp_path):
+    out = tmp_path / "cpu_extract.json"
+    _run(["bench.cpu", "--extract-only", "--scenes", "2", "--repeats", "1", "--out", str(out),
+          "--workdir", str(tmp_path / "work")], tmp_path, 600)
+    r = json.loads(out.read_text())
+    assert "answer" not in r and "cache_io" not in r
+    e = r["extract"]
+    for ex in ("local", "ray"):
+        assert e[ex]["scenes"] == 2 and e[ex]["encoded"] == 2 and _pos(e[ex]["scenes_per_s"])
+    assert e["ray"]["route"] == "node"  # one machine
+    assert r["ratios"]["extract_ray_vs_local"] == pytest.approx(e["ray"]["scenes_per_s"] / e["local"]["scenes_per_s"], rel=1e-3)
+    assert "Ray vs local" in out.with_suffix(".md").read_text()
+
+
 def test_committed_results_and_docs_hold_no_machine_paths():
     """Benchmark results and fixture docs travel with the repo: no absolute path of the machine
     that made them (temp folders, home or work directories)."""

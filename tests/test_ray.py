@@ -79,6 +79,28 @@ def test_extract_ray_and_local_write_identical_cache_entries(tiny_ckpt, examples
     assert again["encoded"] == 0 and again["cached"] == 4
 
 
+def test_extract_on_one_machine_takes_the_node_route(tiny_ckpt, examples, tmp_path, monkeypatch):
+    """extract through Ray on one machine runs the node route (actors reading their own scenes,
+    results streamed back), like answer: no Ray Data pipeline, so no frames through the object
+    store, and the same cache entries as the local executor, key for key and byte for byte."""
+    import pipelines.ray
+
+    def no_dataset(*args, **kwargs):
+        raise AssertionError("extract on one machine went through the Ray Data route")
+
+    monkeypatch.setattr(pipelines.ray, "_run_dataset", no_dataset)
+    ray_cache, local_cache = tmp_path / "ray", tmp_path / "local"
+    s_ray = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=ray_cache, executor="ray", cpu_threads=1,
+                        scenes_per_call=3)  # the cluster route's option: one machine does not use it
+    s_local = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=local_cache, executor="local", cpu_threads=1)
+    assert s_ray["route"] == "node" and s_local["route"] is None
+    assert s_ray["encoded"] == s_local["encoded"] == 4 and s_ray["failed"] == 0
+    ray_files = {p.relative_to(ray_cache): p.read_bytes() for p in ray_cache.glob("entries/*/*.parquet")}
+    local_files = {p.relative_to(local_cache): p.read_bytes() for p in local_cache.glob("entries/*/*.parquet")}
+    assert sorted(ray_files) == sorted(local_files) and len(ray_files) == 4
+    assert ray_files == local_files
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -68,6 +68,7 @@ def run_extract(
     summary = ExtractSummary(
         cache=str(cache.root),
         executor=info.get("executor"),
+        route=info.get("route"),
         scenes=len(plan.items),
         encoded=tally.status["ok"],
         cached=tally.status["cached"],
