@@ -21,6 +21,9 @@ class LocalRuntime:
     def all_reduce_sum(self, values: list[float]) -> list[float]:
         return list(values)
 
+    def gather(self, value) -> list:
+        return [value]
+
     def report(self, metrics: dict) -> None:
         pass
 

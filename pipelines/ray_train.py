@@ -70,6 +70,15 @@ class RayTrainRuntime:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def gather(self, value) -> list:
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return [value]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, value)  # pickled; NCCL sends it through the current CUDA device
+        return out
+
     def report(self, metrics: dict) -> None:
         import ray.train
 

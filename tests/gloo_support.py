@@ -35,29 +35,39 @@ class GlooRuntime:
         dist.all_reduce(t)
         return t.tolist()
 
+    def gather(self, value) -> list:
+        import torch.distributed as dist
+
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
     def report(self, metrics: dict) -> None:
         pass
 
 
-def _worker(rank: int, world: int, init_file: str, spec, patch: str | None) -> None:
+def recording(real, path: Path):
+    """`evaluate.answer_rows` that also appends the answers it gave ({id: text}) to `path`."""
+
+    def answer_rows(sm, rows, *args, **kw):
+        answered, failed = real(sm, rows, *args, **kw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps({rows[i]["id"]: text for i, text in answered.items()}) + "\n")
+        return answered, failed
+
+    return answer_rows
+
+
+def _worker(rank: int, world: int, init_file: str, spec, patches: tuple[str, ...]) -> None:
     import torch.distributed as dist
 
-    from spacemind_cli.training import loop, parallel
+    from spacemind_cli.training import evaluate, loop, parallel
 
-    if patch == "unscaled":  # the wrong normalisation the gradient-scale test must see: 1/step_targets per worker
+    if "unscaled" in patches:  # the wrong normalisation the gradient-scale test must see: 1/step_targets per worker
         parallel.gradient_scale = lambda world_size, step_targets: 1.0 / step_targets
-    if patch == "record-eval":  # each rank writes the eval questions it answered
-        from spacemind_cli.training import evaluate as ev
-
-        real = ev.evaluate
-
-        def recording(sm, rows, *args, **kw):
-            answered = Path(spec.output) / "training" / f"eval-rank{rank}.jsonl"
-            with open(answered, "a") as fh:
-                fh.write(json.dumps(sorted(r["id"] for r in rows)) + "\n")
-            return real(sm, rows, *args, **kw)
-
-        ev.evaluate = recording
+    if "record-eval" in patches:  # each rank writes the eval answers it gave
+        evaluate.answer_rows = recording(evaluate.answer_rows, Path(spec.output) / f"eval-rank{rank}.jsonl")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         loop.train(spec, GlooRuntime(rank, world))
@@ -65,11 +75,11 @@ def _worker(rank: int, world: int, init_file: str, spec, patch: str | None) -> N
         dist.destroy_process_group()
 
 
-def run_workers(spec, output: Path, world: int = 2, patch: str | None = None):
+def run_workers(spec, output: Path, world: int = 2, patches: tuple[str, ...] = ()):
     """Train `spec` (its output moved to `output`) in `world` local processes; returns the spec run."""
     import torch.multiprocessing as mp
 
     spec = dataclasses.replace(spec, output=str(output))
     init = output.parent / f"{output.name}.gloo-init"
-    mp.spawn(_worker, args=(world, str(init), spec, patch), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, str(init), spec, patches), nprocs=world, join=True)
     return spec

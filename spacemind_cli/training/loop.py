@@ -7,7 +7,8 @@ for each pack one packed sequence through the model; the loss is the sum of targ
 cross-entropies over the whole step divided by the step's target-token count, so gradients equal
 those of the same questions trained one by one, whatever the packing or the number of workers.
 Then gradient clipping, AdamW, the LR schedule; the log; every `save_every` steps the resumable
-state; every `eval_every` steps (and at the end) answers to the eval questions.
+state; every `eval_every` steps (and at the end) answers to the eval questions, each worker
+answering its share of their scenes (`evaluate.scene_shares`), the answers gathered and scored.
 
 What differs between one process and Ray Train is behind `Runtime` (pipelines/ provides both).
 """
@@ -20,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +44,7 @@ class Runtime(Protocol):
     def device(self, requested: str | None) -> str: ...
     def prepare(self, module: torch.nn.Module, shard: bool = False) -> torch.nn.Module: ...
     def all_reduce_sum(self, values: list[float]) -> list[float]: ...
+    def gather(self, value) -> list: ...  # every worker's `value`, by rank, on every worker
     def report(self, metrics: dict) -> None: ...
 
 
@@ -85,7 +88,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
     from ..models.spacemind import SpaceMind
     from ..runtime import autocast as autocast_to
     from ..runtime import compute_dtype, use_torch_threads
-    from .evaluate import evaluate
+    from .evaluate import answer_rows, scene_shares, score
     from .export import export_checkpoint
     from .model import TrainableSpaceMind
 
@@ -179,11 +182,21 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                     "data_wait_s": wait_s}
             done = step + 1
             due = spec.eval_questions and ((cfg.eval_every and done % cfg.eval_every == 0) or done == plan.total_steps)
-            if due and (runtime.rank == 0 or sharded):  # sharded: every worker takes part in each forward
+            if due and spec.eval_questions:
+                # Every worker answers: sharded, all of them each question (every forward gathers the
+                # layers from all workers); replicated, each its share of the scenes, the answers then
+                # gathered, so no worker idles in a collective while another evaluates alone.
+                rows = read_table(spec.eval_questions)
+                mine = None if sharded else scene_shares(rows, runtime.world_size)[runtime.rank]
                 with autocast_to(device, autocast):  # bf16 features meet the fp32 CGMF as in training
-                    last["eval"] = _evaluate(model, sharded, lambda: evaluate(
-                        sm, read_table(spec.eval_questions), encoded, batch_size=cfg.eval_batch_size,
-                        max_new_tokens=s.max_new_tokens))
+                    answered, failed = _evaluate(model, sharded, partial(
+                        answer_rows, sm, rows, encoded, batch_size=cfg.eval_batch_size,
+                        max_new_tokens=s.max_new_tokens, scenes=mine))
+                if not sharded:
+                    shares = runtime.gather((answered, failed))
+                    answered = {i: text for share, _ in shares for i, text in share.items()}
+                    failed = sum(n for _, n in shares)
+                last["eval"] = score(rows, answered, failed)
             if runtime.rank == 0:
                 _append_log(log_path, last)  # before the state: a resume drops lines past its step
                 if progress:
