@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ def _cache_kwarg(lm: nn.Module) -> str:
 def new_cache(lm: nn.Module):
     from transformers import DynamicCache
 
-    return DynamicCache(config=lm.config)
+    config: Any = lm.config  # a transformers config (nn.Module types attributes as Tensor | Module)
+    return DynamicCache(config=config)
 
 
 def lm_forward(
@@ -75,7 +77,7 @@ def prefill(lm: nn.Module, inputs_embeds: torch.Tensor) -> Prefix:
 @torch.no_grad()
 def decode_batch(
     lm: nn.Module,
-    lm_head: nn.Module,
+    lm_head: nn.Linear,
     embed: nn.Module,
     prefix: Prefix,
     suffixes: list[list[int]],

@@ -13,12 +13,16 @@ import contextlib
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
 from . import loading
+
+if TYPE_CHECKING:
+    from transformers import InternVLForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,8 @@ def _load_from_hub(path: str, *, device: str, dtype: torch.dtype, attn_implement
     try:
         config = _config(path, False)
         with _transformers_quiet():  # its load report would print; our error says it in one line
-            model, info = InternVLForConditionalGeneration.from_pretrained(
+            # output_loading_info=True returns a (model, info) pair, which transformers' stubs omit
+            loaded: Any = InternVLForConditionalGeneration.from_pretrained(
                 path,
                 config=config,
                 dtype=dtype,
@@ -145,6 +150,7 @@ def _load_from_hub(path: str, *, device: str, dtype: torch.dtype, attn_implement
                 trust_remote_code=False,
                 output_loading_info=True,
             )
+            model, info = loaded
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load InternVL from {path}: {' '.join(str(exc).split())[:300]}") from None
@@ -278,14 +284,14 @@ def load_vision_only(path: str, *, device: str, dtype: torch.dtype, attn_impleme
     return model
 
 
-def parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+def parts(model: InternVLForConditionalGeneration) -> tuple[nn.Module, nn.Linear, nn.Module]:
     """(language model decoder, lm_head, input embeddings)."""
     inner = model.model
     return inner.language_model, model.lm_head, inner.get_input_embeddings()
 
 
 @torch.no_grad()
-def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def vision_features(model: InternVLForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
     """[S, 3, H, W] -> [S, tokens, 4 * vision_hidden]: vision tower, CLS dropped, pixel shuffle.
 
     This is InternVL's image path up to (not including) the projector.
@@ -305,14 +311,14 @@ def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tenso
     return feats.reshape(b, -1, feats.shape[-1])
 
 
-def project(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+def project(model: InternVLForConditionalGeneration, feats: torch.Tensor) -> torch.Tensor:
     """[S, tokens, 4 * vision_hidden] -> [S, tokens, llm_hidden] through InternVL's projector."""
     proj = model.model.multi_modal_projector
     return proj(feats.to(proj.linear_1.weight.dtype))
 
 
 @torch.no_grad()
-def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def image_features(model: InternVLForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
     """transformers' own projected image features (its output object, or that object's tuple)."""
     # return_dict=True: with a config saying return_dict=False, 5.x would return a tuple.
     out = model.get_image_features(pixel_values=pixel_values, return_dict=True)
@@ -327,7 +333,7 @@ def image_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
     raise TypeError(f"unexpected get_image_features output {type(out).__name__}")
 
 
-def tokens_per_image(model: nn.Module) -> int:
+def tokens_per_image(model: InternVLForConditionalGeneration) -> int:
     return int(model.config.image_seq_length)
 
 

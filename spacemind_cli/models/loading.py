@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ def empty_weights() -> Iterator[None]:
             kwargs = {"requires_grad": param.requires_grad}
             module._parameters[name] = type(param)(param.to("meta"), **kwargs)
 
-    nn.Module.register_parameter = to_meta  # type: ignore[method-assign]
+    nn.Module.register_parameter = to_meta  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
@@ -58,7 +59,7 @@ class ShardReader:
     def __init__(self, path: str | Path, window: int = WINDOW_BYTES):
         self.path = str(path)
         self.window = window
-        self._handle = None
+        self._handle: Any = None  # safetensors' safe_open while open
         self._read = 0
         read_header(self.path)  # a truncated or foreign file is a CheckpointError naming it
         self._open()

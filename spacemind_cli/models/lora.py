@@ -243,6 +243,9 @@ class LoraDelta(nn.Module):
     A and B are in the Linear's dtype, as training's bf16 autocast computes them; buffers, not
     parameters: the model's state dict and parameter names stay the base's."""
 
+    lora_A: torch.Tensor  # [r, in], a buffer
+    lora_B: torch.Tensor  # [out, r], a buffer
+
     def __init__(self, a: torch.Tensor, b: torch.Tensor, scale: float):
         super().__init__()
         self.register_buffer("lora_A", a, persistent=False)  # [r, in]
@@ -254,7 +257,8 @@ class LoraDelta(nn.Module):
 
 
 def add_lora_delta(linear: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-    return output + linear.lora_delta(inputs[0])
+    # torch types a module's attributes as Tensor | Module; lora_delta is the LoraDelta apply_lora set
+    return output + linear.lora_delta(inputs[0])  # type: ignore[operator]
 
 
 def unmerged_modules(model: nn.Module) -> list[str]:

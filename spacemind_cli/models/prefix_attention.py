@@ -34,7 +34,7 @@ import functools
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,7 @@ def enable(lm: nn.Module) -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    config = lm.config
+    config: Any = lm.config  # a transformers config (nn.Module types attributes as Tensor | Module)
     current = config._attn_implementation or "eager"
     base = current.removeprefix(NAME + "+")  # already ours (e.g. a model unpickled in a new process)
     if "flash" in base:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,11 +86,15 @@ class EncoderOutputs:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "EncoderOutputs":
-        return cls(**{k: tensors.get(k) for k in cls.TENSORS})
+        return cls(vggt_patch=tensors.get("vggt_patch"), vggt_camera=tensors.get("vggt_camera"),
+                   internvit=tensors["internvit"], pose_enc=tensors.get("pose_enc"))
 
     def to(self, device) -> "EncoderOutputs":
-        return EncoderOutputs(**{k: v.to(device) if v is not None else None for k, v in
-                                 ((k, getattr(self, k)) for k in self.TENSORS)})
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(device) if t is not None else None
+
+        return EncoderOutputs(move(self.vggt_patch), move(self.vggt_camera), self.internvit.to(device),
+                              move(self.pose_enc))
 
 
 class SpaceMind(nn.Module):
@@ -102,7 +108,7 @@ class SpaceMind(nn.Module):
         self._prefix_ids: dict[int, list[int]] = {}
         self.encoder_fingerprint: str | None = None
         self.checkpoint_id: str | None = None
-        self._load_vggt = None  # set by from_pretrained(lazy_vggt=True)
+        self._load_vggt: Callable[[], Any] | None = None  # set by from_pretrained(lazy_vggt=True)
         self.has_llm = True
 
     # ---------------------------------------------------------------- loading / saving
@@ -231,6 +237,7 @@ class SpaceMind(nn.Module):
 
     def _encoder_vggt(self):
         if self.vggt is None:
+            assert self._load_vggt is not None, "a checkpoint without VGGT has no VGGT encoder"
             self.vggt = self._load_vggt()
         return self.vggt
 
@@ -284,6 +291,7 @@ class SpaceMind(nn.Module):
         f_v = internvl.project(self.internvl, enc.internvit.to(self.dtype))
         if self.fusion is None:
             return f_v
+        assert enc.vggt_patch is not None and enc.vggt_camera is not None  # a fusion checkpoint has VGGT
         # Several configured layers are averaged (the paper uses the last one only).
         f_s = enc.vggt_patch.to(self.dtype).mean(dim=0)
         f_c = enc.vggt_camera.to(self.dtype).mean(dim=0)
@@ -359,7 +367,8 @@ class SpaceMind(nn.Module):
                                              max_new_tokens=max_new_tokens, name=lambda i: f"#{i}")
         if failures:
             raise QuestionError(failures[0].error)
-        return [a.text for a in sorted(answers, key=lambda a: a.key)]
+        texts = {a.key: a.text for a in answers}
+        return [texts[i] for i in range(len(prompts))]
 
     # ---------------------------------------------------------------- training
     def end_of_turn_id(self) -> int:
@@ -392,7 +401,8 @@ class SpaceMind(nn.Module):
         prefix = self.prefix_embeds(self.fuse_with_grad(enc))  # [1, P, d]
         end = self.end_of_turn_id()
         plan = [packing.pack(prefix.shape[1], segments, end)] if packed else packing.separate(prefix.shape[1], segments, end)
-        total = sum(packing.loss_sum(lm, head, packing.inputs_embeds(embed, prefix, p), p) for p in plan)
+        losses = [packing.loss_sum(lm, head, packing.inputs_embeds(embed, prefix, p), p) for p in plan]
+        total = sum(losses[1:], losses[0])
         return total, packing.num_targets(segments)
 
     @torch.no_grad()
