@@ -1,7 +1,7 @@
-"""Full shape on a CPU: random InternVL3-1B-hf + VGGT-1B folders in the published layouts, through the CLI.
+"""Full shape on a CPU: random InternVL3-1B (-hf and original layout) + VGGT-1B through the CLI.
 
 What can fail only at real shapes (the 151,674-row vocabulary, sharded bf16 folders with an index,
-VGGT-1B's 518 px grid, a LoRA adapter over the real LLM) is run
+InternVL's original key names, VGGT-1B's 518 px grid, a LoRA adapter over the real LLM) is run
 here end to end, each step a `spacemind` process as a user runs it (`bench/fullsize.py`). Takes
 several minutes and up to ~9 GiB of memory on the 2-core machine.
 """
@@ -61,3 +61,11 @@ def test_the_trained_checkpoint_inspects_and_answers(result):
     assert sorted(a["id"] for a in trained) == sorted(a["id"] for a in base)
     assert all(a["frames_used"] == fullsize.NUM_FRAMES for a in trained)
     assert {a["checkpoint_id"] for a in trained}.isdisjoint({a["checkpoint_id"] for a in base})
+
+
+def test_the_original_layout_answers_as_the_hf_layout_does(result):
+    hf = {a["id"]: a["prediction"] for a in result["layouts"]["hf"]["answers"]}
+    original = {a["id"]: a["prediction"] for a in result["layouts"]["original"]["answers"]}
+    assert original and original == {k: hf[k] for k in original}
+    # the weights are random: the answers are not all one string (which any two models could share)
+    assert len(set(original.values())) > 1
