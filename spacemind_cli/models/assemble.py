@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -168,7 +169,7 @@ def assemble(
     if absent:
         raise CheckpointError(f"InternVL folder {base}: shard {absent[0]} listed in {SHARD_INDEX} is missing")
     check_files(weight_files)  # every shard whole: header and data offsets against its size
-    d_v = int(icfg.text_config.hidden_size)
+    d_v = int(icfg.get_text_config().hidden_size)
 
     # VGGT: config and safetensors header only.
     if vggt is not None:
@@ -191,7 +192,7 @@ def assemble(
         plan_lora(meta_internvl(icfg), lora)  # every key maps onto the LLM, shapes fit
 
     mean, std = _image_stats(base)
-    vggt_sizes = {"vggt_size": int(vcfg.img_size), "vggt_patch": int(vcfg.patch_size)} if vcfg is not None else {}
+    vggt_sizes: dict[str, Any] = {"vggt_size": int(vcfg.img_size), "vggt_patch": int(vcfg.patch_size)} if vcfg is not None else {}
     preprocess = PreprocessConfig(**vggt_sizes, vit_size=_image_size(iraw, base), vit_mean=mean, vit_std=std)
     config = SpaceMindConfig(
         base="internvl",

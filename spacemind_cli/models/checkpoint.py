@@ -224,8 +224,9 @@ def checkpoint_id(path: str | os.PathLike, trusted_paths=()) -> str:
     checkpoint id are interchangeable."""
     root = Path(path)
     config = load_config(root)
-    parts = {"encoders": encoder_fingerprint(root, trusted_paths), "config": config.to_dict()}
-    parts["config"].pop("versions", None)
+    settings = config.to_dict()
+    settings.pop("versions", None)
+    parts = {"encoders": encoder_fingerprint(root, trusted_paths), "config": settings}
     base = resolve_component(root, config.base, "base (InternVL)", trusted_paths)
     if Path(base).exists():
         parts["llm"] = [file_digest(f) for f in internvl_weight_files(base)]

@@ -5,12 +5,16 @@ Shared by `assemble` (which refuses what does not fit) and `inspect` (which repo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CheckpointError
 from .cgmf import CGMF, CGMFConfig
 from .checkpoint import read_json
+
+if TYPE_CHECKING:
+    from transformers import InternVLConfig
 
 
 def safetensors_header(path: Path) -> dict[str, dict]:
@@ -21,7 +25,7 @@ def safetensors_header(path: Path) -> dict[str, dict]:
     return read_header(path)[0]
 
 
-def internvl_config(base: Path):
+def internvl_config(base: Path) -> tuple[InternVLConfig, dict]:
     from transformers import InternVLConfig
 
     raw = read_json(base / "config.json")

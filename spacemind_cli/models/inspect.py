@@ -9,6 +9,7 @@ component table and appending what it finds missing; `inspect` puts them togethe
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def _internvl(found: _Findings, config: SpaceMindConfig) -> dict:
             found.missing.append(str(exc))
     for shard in sorted(missing_shards(base_path)):
         found.missing.append(f"InternVL shard {shard} (listed in {SHARD_INDEX})")
-    expected: dict[str, int | None] = {"vision": None, "projector": None, "llm": None}
+    expected: Mapping[str, int | None] = {"vision": None, "projector": None, "llm": None}
     summary: dict = {}
     try:
         icfg, iraw = internvl_config(base_path)

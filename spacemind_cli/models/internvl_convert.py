@@ -345,6 +345,8 @@ def hf_config_dict(raw: dict, *, image_token_id: int, eos_token_id: int, where: 
     patch = vision.get("patch_size")
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     ratio = float(raw.get("downsample_ratio", 0.5))
+    if image_size is None or patch is None:
+        raise CheckpointError(f"{where}: the original InternVL config gives no image size or patch size")
     try:
         text_cfg = classes[LLM_ARCHITECTURES[arch][0]](**llm)
         vision_cfg = InternVLVisionConfig(**vision)
@@ -463,7 +465,7 @@ def _tokenizer_ids(folder: Path) -> tuple[int, int]:
     ids = []
     for token in ("<IMG_CONTEXT>", "<|im_end|>"):
         tid = tok.convert_tokens_to_ids(token)
-        if tid is None or tid == tok.unk_token_id:
+        if not isinstance(tid, int) or tid == tok.unk_token_id:
             raise CheckpointError(f"{folder}: tokenizer lacks InternVL's {token} token")
         ids.append(int(tid))
     return ids[0], ids[1]

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ INTERNVL_ADDED_TOKENS = (
 FULL_VOCAB = QWEN2_BPE_SIZE + len(INTERNVL_ADDED_TOKENS)  # 151,674
 
 # OpenGVLab/InternVL3-1B-hf's config.json (InternViT-300M-448px-V2_5 + Qwen2.5-0.5B).
-INTERNVL3_1B_HF_CONFIG = {
+INTERNVL3_1B_HF_CONFIG: dict[str, Any] = {
     "architectures": ["InternVLForConditionalGeneration"],
     "model_type": "internvl",
     "downsample_ratio": 0.5,
@@ -391,5 +392,5 @@ def write_single_safetensors(path: Path, specs: list[TensorSpec], value: Callabl
         fh.write(raw)
         for s in sorted(specs, key=lambda s: s.name):
             t = value(s).contiguous()
-            fh.write(t.reshape(-1).view(torch.uint8).numpy())
+            fh.write(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # numpy's stubs omit ndarray's buffer protocol
     os.replace(tmp, path)
