@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import answer as run
-from spacemind_cli.jobs.output import AnswerStore
+from spacemind_cli.jobs.output import AnswerStore, run_tag
 
 VOLATILE = ("timing", "cache")  # wall-clock and cache provenance differ between equivalent runs
 
@@ -126,7 +126,9 @@ def test_resume_skips_answered_questions_and_completes_the_rest(baseline, tiny_c
     keep = [r for r in store_rows if r["row"]["scene_name"] in ("room_0000", "room_0001")]
     shutil.rmtree(parts)
     parts.mkdir()
-    (parts / "shard-kept.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(keep, key=lambda r: r["i"])))
+    # a shard of the run's own tag (shards are named shard-<run tag>-<random>.jsonl)
+    (parts / f"shard-{run_tag(keep[0]['r'])}-{'0' * 32}.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in sorted(keep, key=lambda r: r["i"])))
     partial.unlink()
 
     summary = run(examples / "videos", checkpoint=tiny_ckpt, output=partial, questions=str(examples / "questions.jsonl"),
