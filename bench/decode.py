@@ -179,12 +179,16 @@ def _suffixes(sizes: Sizes, b: int, seed: int = 1) -> list[list[int]]:
 
 
 def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=lambda msg: None,
-            parts=None) -> dict:
+            parts=None, check_parts=None) -> dict:
     """Old vs new decode, each batch size, one process: seconds, KV bytes held, peak bytes.
 
     parts: (decoder, lm_head, embeddings) of an LM already on `device`, used instead of building
     a random one (the GPU benchmark passes its InternVL's LLM, 15 GB it has built already);
-    `sizes` must then describe it (its vocab bounds the random token ids)."""
+    `sizes` must then describe it (its vocab bounds the random token ids).
+    check_parts: the same LM in another dtype on which both paths' greedy tokens are compared
+    (tokens_equal) instead of on the measured one. The GPU benchmark's --tiny run passes an fp32
+    copy: a random 64-wide LM's bf16 logits hold near-ties, and which way bf16 rounding breaks one
+    differs between the two paths (equal in exact arithmetic) with the seed and the thread count."""
     sizes = sizes or Sizes()
     device = torch.device(device)
     lm, head, embed = parts if parts is not None else build_lm(sizes, device)
@@ -197,6 +201,12 @@ def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=
     never = {sizes.vocab + 1}  # no EOS: every row decodes max_new_tokens
     kw = dict(max_new_tokens=sizes.max_new_tokens, eos_ids=never, pad_id=0)
     paths = {"old": old_decode_batch, "new": generation.decode_batch}
+    if check_parts is not None:
+        c_lm, c_head, c_embed = check_parts
+        c_prefix = generation.prefill(c_lm, c_embed(prefix_ids))
+        tokens_dtype = str(c_head.weight.dtype).removeprefix("torch.")
+    else:
+        tokens_dtype = str(head.weight.dtype).removeprefix("torch.")
     for fn in paths.values():  # warm-up: first-call costs (registration, allocator) out of the figures
         fn(lm, head, embed, prefix, _suffixes(sizes, 2), **kw)
 
@@ -220,6 +230,8 @@ def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=
                          "kv_bytes_held": held, "peak_extra_bytes": peak, **stats}  # fmt: skip
             log(f"batch {b:3d} {name}: {min(times):.3f} s, KV held {held / 2**20:.1f} MiB, "
                 f"peak +{(peak or 0) / 2**20:.1f} MiB")  # fmt: skip
+        if check_parts is not None:
+            tokens = {name: fn(c_lm, c_head, c_embed, c_prefix, suffixes, **kw) for name, fn in paths.items()}
         row["tokens_equal"] = tokens["old"] == tokens["new"]
         row["ratios_old_vs_new"] = {
             "time": _ratio(row["old"]["s"], row["new"]["s"]),
@@ -232,6 +244,7 @@ def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=
         "sizes": asdict(sizes),
         "prefill_s": round(prefill_s, 4),
         "prefix_kv_bytes": generation.kv_bytes(prefix.cache),
+        "tokens_compared_in": tokens_dtype,
         "memory_method": _method(device),
         "batches": rows,
         "summary": _summary(rows),

@@ -90,7 +90,8 @@ def test_gpu_script_tiny_exercises_every_section(tmp_path):
     # the full-size models at least build (meta device) and their parts fit together
     meta = r["build"]["full_size_meta_check"]
     assert meta["shapes"]["fused"] == [2, 256, 3584] and meta["params"]["internvl"] > 7.9e9
-    assert r["build"]["buffers_match_normal_build"] is True
+    # the models come from folders in the published layouts, through the loaders users meet
+    assert r["build"]["loaded_from"].startswith("random folders") and r["build"]["write"]["internvl_gib"] > 0
 
     # end to end: baseline, cold, warm measured (VGGT at the library's default precision); ratios from those figures
     e = r["e2e"]
@@ -224,6 +225,8 @@ def _check_decode(r: dict) -> None:
     d = r["decode"]
     assert [row["batch"] for row in d["batches"]] == r["sizes"]["memory_batches"] == [1, 2, 4, 8, 16]
     assert d["sizes"]["prefix_len"] == r["e2e"]["workload"]["prefix_tokens"] and d["summary"]["tokens_equal_everywhere"]
+    # --tiny compares the two paths' tokens on an fp32 copy of the bf16 LLM it times (toy bf16 near-ties)
+    assert d["sizes"]["dtype"] == "bfloat16" and d["tokens_compared_in"] == "float32"
     for row in d["batches"]:
         old, new = row["old"], row["new"]
         assert _pos(old["s"]) and _pos(new["s"]) and row["tokens_equal"]

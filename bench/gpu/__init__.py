@@ -6,12 +6,13 @@
 The train section needs PEFT (a spacemind dependency); the e2e scenes are H.264 videos when PyAV is
 installed, else JPEG frame folders (pillow).
 
-Everything is built directly on the device (`build.py`): VGGT-1B (`VGGTConfig()`), an
-InternVL3-8B-shaped `InternVLForConditionalGeneration` (InternViT-300M + Qwen2.5-7B, full
-151674-token vocabulary, a tiny BPE tokenizer) and CGMF (d_v 3584, d_s 2048, d_a 1024), each
-constructed on the meta device, materialised with `to_empty(device=...)` and given a cheap random
-init. The EOS rows of the LM head are zeroed so greedy decoding never stops early: every answer is
-exactly --max-new-tokens tokens, in the baseline and in spacemind alike.
+The models are loaded as a user loads them (`build.py`): random-weight folders in the published
+layouts are written once per run by the library's writer (`spacemind_cli/models/random_checkpoints.py`:
+VGGT-1B's hub folder, InternVL3-8B-hf's sharded bf16 folder with the full 151674-token
+vocabulary), assembled by `checkpoint assemble` (CGMF d_v 3584, d_s 2048, d_a 1024) and loaded by
+`VGGT.from_pretrained` / `SpaceMind.from_pretrained`. The EOS rows of the LM head are then zeroed so
+greedy decoding never stops early: every answer is exactly --max-new-tokens tokens, in the baseline
+and in spacemind alike.
 
 Sections (each in try/except; an error is recorded and the next section runs; a section that
 would start after --time-budget seconds is skipped; the JSON is rewritten after every section):
@@ -19,7 +20,7 @@ would start after --time-budget seconds is skipped; the JSON is rewritten after 
   env, micro  device, versions, the bf16 peak assumed and HBM bandwidth; bf16 matmul and SDPA
               (VGGT's attention shapes) TFLOP/s: what kernels reach here          (machine.py)
   vggt        frames/s, TFLOP/s, peak memory at 8/16/32/64 frames, ours vs naive  (vggt.py)
-  build       the InternVL/CGMF build, SpaceMind assembled from the parts         (build.py)
+  build       the folders written, assembled and loaded by SpaceMind.from_pretrained (build.py)
   e2e         VSI-like workload (8 scenes x 18 questions, 32 frames, synthetic scenes written as videos):
               peer-style baseline (encode + answer_alone per question, batch 1, on a sample of
               questions) vs spacemind cold (the next scene read ahead on a thread, encode, cache

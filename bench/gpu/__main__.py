@@ -155,6 +155,8 @@ def main(argv=None) -> int:
     finally:
         if ctx.tmp is not None and not args.cache_dir:
             shutil.rmtree(ctx.tmp, ignore_errors=True)
+        if ctx.models_dir is not None:
+            shutil.rmtree(ctx.models_dir, ignore_errors=True)
         write(ctx)
     t = ctx.results.get("targets") or {}
     ctx.log(f"wrote {args.out}; targets met {t.get('met')}, missed {t.get('missed')}; "

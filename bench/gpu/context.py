@@ -124,6 +124,8 @@ class Ctx:
         self.peak_tflops = None  # dense bf16 peak assumed (env), else the measured matmul rate (micro)
         self.hbm_tbps = None
         self.tmp = None  # the feature cache's temp folder, removed at the end unless --cache-dir
+        self.models = None  # the random checkpoint folders (build.model_folders), written once
+        self.models_dir = None  # their temp folder, removed at the end
         self.order: list[str] = []  # the sections of this run that will run, in order (set by __main__)
 
     @property

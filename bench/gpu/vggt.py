@@ -147,7 +147,7 @@ def compare(o: dict, n: dict, h: dict) -> dict:
 
 def section_vggt(ctx: Ctx) -> dict:
     sizes = sorted(ctx.sizes.vggt_frames)
-    ctx.log("vggt: building VGGT (meta -> to_empty, fp32)")
+    ctx.log("vggt: loading VGGT from its hub folder (VGGT.from_pretrained, fp32)")
     t0 = time.perf_counter()
     vggt = build_vggt(ctx, torch.float32)
     cfg = vggt.config
