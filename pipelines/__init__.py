@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spacemind_cli.errors import InputError
 from spacemind_cli.jobs.settings import RunOptions
+from spacemind_cli.summaries import AnswerSummary, ExtractSummary, TrainSummary
 
 from .executor import Executor, make_executor, open_job
 
@@ -27,7 +28,7 @@ def _options(options: RunOptions | None, fields: dict) -> RunOptions:
 
 
 def answer(scenes_root: str | Path, options: RunOptions | None = None, *, output, questions=None, template=None,
-           overwrite: bool = False, progress=None, **option_fields) -> dict:
+           overwrite: bool = False, progress=None, **option_fields) -> AnswerSummary:
     """`spacemind answer`: see `spacemind_cli.jobs.answer.run_answer`."""
     from spacemind_cli.jobs.answer import run_answer
 
@@ -37,7 +38,7 @@ def answer(scenes_root: str | Path, options: RunOptions | None = None, *, output
 
 
 def extract(scenes_root: str | Path, options: RunOptions | None = None, *, questions=None, progress=None,
-            **option_fields) -> dict:
+            **option_fields) -> ExtractSummary:
     """`spacemind extract`: see `spacemind_cli.jobs.extract.run_extract`."""
     from spacemind_cli.jobs.extract import run_extract
 
@@ -47,7 +48,7 @@ def extract(scenes_root: str | Path, options: RunOptions | None = None, *, quest
 
 def train(scenes_root: str | Path, options: RunOptions | None = None, *, questions, output, config=None,
           eval_questions=None, num_workers: int | None = None, overwrite: bool = False, progress=None,
-          **option_fields) -> dict:
+          **option_fields) -> TrainSummary:
     """`spacemind train`: see `spacemind_cli.jobs.train.run_train`. The features of scenes the
     cache lacks are encoded on the job's executor; training runs in this process
     (`executor="local"`) or on Ray Train, one worker per GPU (or `num_workers` CPU workers)."""

@@ -43,6 +43,7 @@ def make_executor(options: RunOptions, *, worker_logs: bool = True) -> Executor:
         return LocalExecutor(device=options.device)
     from .ray import RayExecutor
 
+    assert options.scenes_per_call is not None  # RunOptions filled in its default
     return RayExecutor(address=options.ray_address, num_gpus=options.num_gpus, actors=options.actors,
                        items_per_call=options.scenes_per_call, log_to_driver=worker_logs)
 

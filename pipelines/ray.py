@@ -28,6 +28,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +177,8 @@ class NodeRoute:
             num_cpus=self.share, num_gpus=1 if use_gpu else 0,
             max_restarts=ACTOR_RESTARTS, max_task_retries=0,  # unfinished items are resent by the driver
         )
-        self.workers = [remote.remote() for _ in range(actors)]
+        # Ray's stubs type an actor's methods as plain functions (no .remote/.options): handles are Any
+        self.workers: list[Any] = [remote.remote() for _ in range(actors)]
 
     def run(self, items: list[WorkItem], stage, settings: JobSettings, on_result) -> None:
         import ray
@@ -293,7 +295,7 @@ class ModelStageActor:
 def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result, *, actors: int, use_gpu: bool,
                  items_per_call: int) -> None:
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy, DataContext, Dataset
 
     actor_cpus = GPU_ACTOR_CPUS if use_gpu else cpu_actor_share(*ray_runtime.cluster_cpus(), actors)
     if not use_gpu:
@@ -303,8 +305,8 @@ def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result,
     ctx.enable_progress_bars = False  # the CLI shows its own
     ctx.execution_options.preserve_order = False
     ctx.execution_options.verbose_progress = False
-    ds = ray.data.from_items([item.to_row() for item in items], override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(load_batch, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
+    ds: Dataset = ray.data.from_items([item.to_row() for item in items], override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(load_batch,  # type: ignore[arg-type]  # Ray's stubs omit fn_kwargs' extra parameters fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
                         num_cpus=LOAD_TASK_CPUS)
     with warnings.catch_warnings():
         # Restart limits have no named parameter yet; `ray_remote_args` is the only way.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from spacemind_cli.errors import InputError
 
@@ -23,7 +24,7 @@ def connect(address: str | None = None, log_to_driver: bool = True) -> bool:
     if ray.is_initialized():
         return False
     _quiet_ray_loggers()
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=log_to_driver)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=log_to_driver)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
         if address:

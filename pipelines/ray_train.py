@@ -126,7 +126,7 @@ def fit(spec, progress=None, *, num_workers: int = 1, use_gpu: bool = False) -> 
             failure_config=FailureConfig(max_failures=MAX_FAILURES),
             # Ray Train's INFO lines (each report, each checkpoint) would bury our progress bar;
             # its log files keep them
-            logging_config=LoggingConfig(log_level="ERROR"),
+            logging_config=LoggingConfig(log_level="ERROR"),  # type: ignore[call-arg]  # accepted by Ray Train v2's RunConfig; the stubs are v1's
         ),
     )
     stop = threading.Event()

@@ -29,7 +29,7 @@ HELP = (
 def print_summary(summary: AnswerSummary, scenes: Path | None = None) -> None:
     s = summary
     browse = None
-    if scenes is not None and s.rows_written:
+    if scenes is not None and s.rows_written and s.output:
         out = Path(s.output)
         browse = (f"spacemind report {shlex.quote(str(out))} --scenes {shlex.quote(str(scenes))} "
                   f"--output {shlex.quote(str(out.with_name(out.stem + '-report')))}")

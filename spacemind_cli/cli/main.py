@@ -34,7 +34,7 @@ def _usage_name(self) -> str:
 
 
 if hasattr(typer.core.TyperArgument, "_usage_display_name"):
-    typer.core.TyperArgument._usage_display_name = _usage_name
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]  # typer offers no hook
 
 app = typer.Typer(
     name="spacemind",

@@ -7,8 +7,8 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 
 from .common import err_console
 
@@ -27,7 +27,7 @@ class JobProgress:
         self.description, self.unit = description, unit
         self.progress = progress
         self.clock = clock
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: dict) -> None:
         phase = event.get("phase")
@@ -48,7 +48,7 @@ class JobProgress:
         task = self.progress.tasks[self.tasks[name]]
         return task.completed, task.total
 
-    def _task(self, name: str, **fields) -> int:
+    def _task(self, name: str, **fields) -> TaskID:
         if name not in self.tasks:
             total = fields.pop("total", None)
             completed = fields.pop("completed", 0)

@@ -53,6 +53,7 @@ def load_question_set(root: Path, questions: str | None, template: str | None) -
         raise InputError("give exactly one of --questions FILE or --template FILE")
     if questions:
         return read_questions(questions)
+    assert template is not None  # exactly one of the two was given
     return expand_templates(root, read_questions(template, require_scene=False))
 
 

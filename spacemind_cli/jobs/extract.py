@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..questions import read_questions
+from ..questions import Question, read_questions
 from ..scenes import VIDEO_EXTS, check_root, discover_scenes
 from ..summaries import ExtractSummary
 from .plan import plan_extract, scenes_of_questions
@@ -32,7 +32,7 @@ def run_extract(
     cache = open_job_cache(settings.cache)  # fails early on a bad cache; removes dead writers' temp files
     t_start = time.perf_counter()
     root = check_root(scenes_root)
-    failures = []
+    failures: list[tuple[Question, str]] = []
     problems = []
     if questions:
         qset = read_questions(questions)

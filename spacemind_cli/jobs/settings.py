@@ -141,6 +141,8 @@ def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: 
     if dtype == "fp32":
         vggt_weights = "fp32"  # "half" of fp32 is fp32: one key for one computation
     trusted = options.trusted_paths
+    # RunOptions.__post_init__ filled in every run default
+    assert dtype is not None and options.batch_size is not None and options.max_new_tokens is not None
     settings = JobSettings(
         checkpoint=str(os.path.abspath(checkpoint)),
         encoder_fingerprint=encoder_fingerprint(checkpoint, trusted),

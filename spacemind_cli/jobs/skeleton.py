@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,11 +42,11 @@ class ErrorLog:
         self._fh = os.fdopen(fd, "w", encoding="utf-8")
         self.count = 0
 
-    def question(self, q, error: str, *, stage: str = "scene", scene: str | None = None) -> None:
+    def question(self, q, error: str | None, *, stage: str = "scene", scene: str | None = None) -> None:
         """A question (`questions.Question`) that got no answer."""
         self.row(stage, q.source, q.unit, q.line, q.qid, error, scene=scene)
 
-    def row(self, stage: str, source: str, unit: str, position: int, row_id, error: str, *,
+    def row(self, stage: str, source: str, unit: str, position: int, row_id, error: str | None, *,
             scene: str | None = None) -> None:
         """A row of an input file that failed: its file, its "line" or "record" number, its id."""
         record = {"stage": stage, "file": source, unit: position, "id": row_id}
@@ -54,7 +54,7 @@ class ErrorLog:
             record["scene"] = scene
         self.add({**record, "error": error})
 
-    def scene(self, scene: str, error: str) -> None:
+    def scene(self, scene: str, error: str | None) -> None:
         """A scene that could not be read or encoded."""
         self.add({"stage": "scene", "scene": scene, "error": error})
 
@@ -104,7 +104,7 @@ class Tally:
         self.phase = phase
         self.status: Counter = Counter()
         self.cache: Counter = Counter()
-        self.stage_s: Counter = Counter()
+        self.stage_s: defaultdict[str, float] = defaultdict(float)
         self.workers: dict[str, dict] = {}
         self.items = 0
         self.started: float | None = None  # when the first item began (epoch seconds)

@@ -305,7 +305,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         tally.add(result)
         if result.status == "failed":
             errors.scene(result.item_id, result.error)
-        else:
+        elif result.key is not None:  # every scene train encodes goes to the cache
             keys[result.item_id] = result.key
         tally.report(result.item_id)
 
@@ -314,6 +314,7 @@ def _examples_with_features(root: Path, training: TrainingSet, eval_questions, s
         executor.run(extract.items, EncodeStage, settings, on_result)
     counts = {"scenes": len(scenes), "encoded": tally.status["ok"], "cached": tally.status["cached"]}
     budget = ContextBudget.from_checkpoint(settings.checkpoint, settings.trusted_paths)
+    assert settings.cache is not None  # train checked --cache first
     cache = job_cache(settings.cache)
     frames: dict[str, int] = {}  # frames per feature key: the visual prefix's length
     examples = []

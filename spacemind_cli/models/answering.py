@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -25,18 +26,20 @@ from .context import context_limit, over_context
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)  # the caller's handle for a question
+
 
 @dataclass
-class Answer:
-    key: Hashable  # the caller's handle for the question
+class Answer(Generic[K]):
+    key: K
     text: str
     generate_s: float  # wall time of the batch this answer was decoded in
     batch: int  # size of that batch
 
 
 @dataclass
-class Failure:
-    key: Hashable
+class Failure(Generic[K]):
+    key: K
     error: str  # one line, naming the question
 
 
@@ -52,15 +55,15 @@ def too_long(model, prompt: str, prefix_len: int, max_new_tokens: int, name: str
 def answer_questions(
     model,
     prefix,
-    questions: Sequence[tuple[Hashable, str]],
+    questions: Sequence[tuple[K, str]],
     *,
     batch_size: int = DEFAULTS.decode_batch,
     max_new_tokens: int = DEFAULTS.max_new_tokens,
-    name: Callable[[Hashable], str] = str,
-) -> tuple[list[Answer], list[Failure]]:
+    name: Callable[[K], str] = str,
+) -> tuple[list[Answer[K]], list[Failure[K]]]:
     """Greedy answers to (key, prompt) questions after `prefix` (from `model.prefill`), in order."""
-    answers: list[Answer] = []
-    failures: list[Failure] = []
+    answers: list[Answer[K]] = []
+    failures: list[Failure[K]] = []
     fitting = []
     for key, prompt in questions:
         problem = too_long(model, prompt, prefix.length, max_new_tokens, name(key))
@@ -74,7 +77,7 @@ def answer_questions(
     return answers, failures
 
 
-def _decode(model, prefix, chunk, max_new_tokens, name, answers: list[Answer], failures: list[Failure]) -> None:
+def _decode(model, prefix, chunk, max_new_tokens, name, answers: list[Answer[Any]], failures: list[Failure[Any]]) -> None:
     t0 = time.perf_counter()
     try:
         texts = model.generate(prefix, [p for _, p in chunk], max_new_tokens=max_new_tokens)

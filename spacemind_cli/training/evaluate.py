@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ def score(rows: list[dict], predictions: dict[int, str], failed: int) -> dict:
         exact += parsed is not None and truth is not None and str(parsed) == str(
             parse_answer(str(truth), options=fields.get("options"), question_type=fields.get("question_type")))
         records.append(Record(i + 1, fields, text, None if parsed is None else str(parsed), "answers", f"eval:{i + 1}"))
-    out = {"questions": len(rows), "answered": len(predictions), "failed": failed, "exact": exact / max(1, len(rows))}
+    out: dict[str, Any] = {"questions": len(rows), "answered": len(predictions), "failed": failed, "exact": exact / max(1, len(rows))}
     try:
         result = evaluate_records(records, source="eval-questions")
         overall = next((sc for sc in result.scores if sc.is_average and sc.value is not None), None)

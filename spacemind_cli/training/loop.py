@@ -105,8 +105,8 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
                                    trusted_paths=s.trusted_paths, llm=True, lazy_vggt=True)
     model = TrainableSpaceMind(sm, cfg)
     params = model.trainable()
-    for p in params.values():
-        p.data = p.data.float()
+    for param in params.values():
+        param.data = param.data.float()
     examples = read_table(spec.examples)
     # A saved state belongs to this set of examples: one that failed to encode before and has
     # features now changes the step plan, so such a state is not resumed.
@@ -153,7 +153,7 @@ def train(spec: TrainSpec, runtime: Runtime, progress=None) -> dict:
             for j, p in enumerate(data.passes):
                 sync = j == len(data.passes) - 1  # gradients reduced over the workers once per step, after the last pass
                 if sharded:
-                    wrapped.set_requires_gradient_sync(sync)
+                    wrapped.set_requires_gradient_sync(sync)  # type: ignore[operator]  # FSDP2 adds it; torch types the module as nn.Module
                 no_sync = getattr(wrapped, "no_sync", None)  # DDP
                 t_move = time.perf_counter()
                 enc = data.features[p.pack.scene].to(device)

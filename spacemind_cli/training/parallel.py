@@ -49,7 +49,8 @@ def trainable_state(model, sharded: bool) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     full = get_model_state_dict(model, options=_options(ignore_frozen_params=True))
-    return {k.removeprefix("sm."): v.float().contiguous() for k, v in full.items()}
+    # torch types state-dict values as any checkpointable value; a model's are tensors
+    return {k.removeprefix("sm."): v.float().contiguous() for k, v in full.items()}  # type: ignore[union-attr]
 
 
 def load_trainable_state(model, state: dict[str, torch.Tensor], sharded: bool) -> None:

@@ -12,6 +12,8 @@ none and N > 1 (its default, 1, would decode one question at a time; answers do 
 
 from __future__ import annotations
 
+from typing import Any
+
 from lmms_eval.api.model import lmms
 
 from ...errors import InputError
@@ -20,7 +22,7 @@ from .runner import DEFAULT_BATCH_SIZE, Runner, settings_for
 _NOT_SUPPORTED = "spacemind supports generate_until only (greedy answers about a video or images)"
 
 
-def _decode_batch_size(user: object, harness: object) -> int:
+def _decode_batch_size(user: Any, harness: Any) -> int:
     """The user's model_args batch_size, else lmms-eval's --batch_size when it asks for more than
     one, else ours. lmms-eval may hand over "auto" or "auto:N": those leave ours."""
     for value, source in ((user, "model_args batch_size"), (harness, "--batch_size")):

@@ -51,7 +51,7 @@ class Visual:
     """What a request shows the model. `key` is equal for equal visuals (the group key)."""
 
     kind: str  # "video" | "files" (image files) | "pixels" (in-memory images)
-    key: Hashable
+    key: tuple  # (kind, what identifies the visual)
     paths: tuple[str, ...] = ()  # video: one path; files: the image files, in order
     images: tuple = field(default=(), compare=False, repr=False)  # pixels: the PIL images, in order
 

@@ -83,7 +83,7 @@ class FeatureStep:
         self._sync()
         timing["encode_s"] = time.perf_counter() - t0
         features = Features(encoded, meta, status, timing)
-        if self.cache is not None:
+        if self.cache is not None and info.key is not None:
             features.pending = self._writer.submit(self._write, info.key, features.meta, encoded)
         return features
 

@@ -11,12 +11,16 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ...errors import CacheError, SpacemindError
 from ..records import ActorInfo, ItemResult, LoadedItem
 from ..settings import JobSettings
 from .features import Features, FeatureStep
 from .load import job_cache
+
+if TYPE_CHECKING:
+    from ...models.spacemind import SpaceMind
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class ModelStage:
         if self.device == "cpu":
             use_torch_threads(settings.cpu_threads)
         self._torch = torch
-        self._model = None
+        self._model: SpaceMind | None = None
         self._load_failure: tuple[str, str] | None = None  # (message, error class) of a failed lazy load
         self.cache = job_cache(settings.cache) if settings.cache else None
         self.features = FeatureStep(lambda: self.model, settings, self.cache)
@@ -101,7 +105,7 @@ class ModelStage:
         self._model = model
         self.actor.load_s = time.perf_counter() - t0
 
-    def _check_fingerprint(self, fingerprint: str) -> None:
+    def _check_fingerprint(self, fingerprint: str | None) -> None:
         if fingerprint != self.settings.encoder_fingerprint:
             # The checkpoint changed between planning and loading: keys would lie.
             raise CacheError(

@@ -312,6 +312,7 @@ def _read_llava(path: Path, records: Records, options: TrainingOptions, unit: st
 
 def _read_sqa3d(path: Path, document: dict, options: TrainingOptions) -> TrainingSet:
     kind = sqa3d.sqa3d_kind(document)
+    assert kind is not None  # _load took the document for one file of an SQA3D pair
     other = sqa3d.load_partner(path, kind)
     if kind == "questions":
         q_path, q_doc, a_path, a_doc = path, document, other["path"], other["data"]
@@ -345,7 +346,8 @@ def write_question_file(examples: TrainingSet | Iterable[TrainingExample], path:
     from ...files import atomic_write_text, json_line
 
     path = Path(path)
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[str, str] = {}  # id -> where it was first
     for ex in examples:
         if ex.id in seen:  # examples of several files: `answer` would skip all but the first
             raise InputError(f"cannot write {path}: {ex.where()} and {seen[ex.id]} share the id {ex.id!r}")

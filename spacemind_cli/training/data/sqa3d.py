@@ -138,6 +138,7 @@ def sqa3d_rows(questions_path: Path, questions: dict, annotations_path: Path, an
         if error is None and qid not in by_id:
             error = f"no annotation with question_id {qid} in {annotations_path.name}"
         if error is None:
+            assert qid is not None  # _question_problem checked the question_id
             a_line, a = by_id[qid]
             answers = _answers(a)
             if isinstance(answers, str):
@@ -147,6 +148,7 @@ def sqa3d_rows(questions_path: Path, questions: dict, annotations_path: Path, an
         if error is not None:
             yield Problem(src_q, line, qid, error, q if isinstance(q, dict) else None, "record")
             continue
+        assert qid is not None
         seen[qid] = line
         row = {
             "id": q["question_id"],
