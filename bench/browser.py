@@ -121,7 +121,7 @@ class Page:
     def set_value(self, selector: str, value: str) -> None:
         """Set a control as a user would, firing the event the page listens to."""
         self.js(
-            "(() => { const el = document.querySelector(%s); if (!el) throw new Error('no ' + %s);"
+            "(() => { const el = document.querySelector(%s); if (!el) throw new Error('no ' + %s);"  # noqa: UP031 (JS braces stay single)
             " el.value = %s; el.dispatchEvent(new Event(el.tagName === 'INPUT' ? 'input' : 'change', {bubbles: true}));"
             " return el.value; })()" % (json.dumps(selector), json.dumps(selector), json.dumps(value))
         )
@@ -129,7 +129,7 @@ class Page:
     def click(self, selector: str) -> None:
         """A real mouse click at the element's centre (scrolled into view first)."""
         box = self.js(
-            "(() => { const el = document.querySelector(%s); if (!el) return null; el.scrollIntoView({block: 'center'});"
+            "(() => { const el = document.querySelector(%s); if (!el) return null; el.scrollIntoView({block: 'center'});"  # noqa: UP031 (JS braces stay single)
             " const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()"
             % json.dumps(selector)
         )

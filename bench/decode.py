@@ -217,7 +217,7 @@ def measure(device: str | torch.device = "cpu", sizes: Sizes | None = None, log=
         tokens = {}
         for name, fn in paths.items():
             stats: dict = {}
-            peak = peak_extra_bytes(lambda: tokens.__setitem__(name, fn(lm, head, embed, prefix, suffixes, stats=stats, **kw)), device)
+            peak = peak_extra_bytes(lambda: tokens.__setitem__(name, fn(lm, head, embed, prefix, suffixes, stats=stats, **kw)), device)  # noqa: B023  # called at once
             times = []
             for _ in range(sizes.repeats):
                 _sync(device)

@@ -21,6 +21,7 @@ model built over the adapted modules, then `merge_and_unload`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -136,7 +137,7 @@ def measure(base: Path, trained: Path, adapter: Path, dtype: torch.dtype, repeat
     for name, load in ways.items():
         load_s, sm = timed(load, repeats)
         enc = features(sm)
-        answer_s, tokens = timed(lambda: answer(sm, enc), repeats)
+        answer_s, tokens = timed(functools.partial(answer, sm, enc), repeats)
         out[name] = {"load_s": load_s, "answer_s": answer_s, "tokens": tokens}
         del sm
     for name in ways:

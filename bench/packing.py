@@ -241,7 +241,7 @@ def measure(sizes: Sizes | None = None, log=lambda msg: None) -> dict:
 
 def markdown(res: dict) -> str:
     z, seg, plan = res["sizes"], res["segment_tokens"], res["plan"]
-    sep, whole, small = res["separate"], res["whole"], res["small"]
+    sep = res["separate"]
     cap = z["questions_per_pack"]
     rows = []
     for name, key in (("separate samples (no packing)", "separate"), ("today: whole-scene packs", "whole"),

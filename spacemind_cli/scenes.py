@@ -256,7 +256,7 @@ def sample_indices(total: int, sampling: Sampling) -> list[int]:
 
 def load_clip(scene: SceneRef, sampling: Sampling) -> Clip:
     """Read the sampled frames of a scene. Raises SceneError naming the scene and reason."""
-    from . import video, images
+    from . import images, video
 
     notes: list[str] = []
     if scene.kind == "video":

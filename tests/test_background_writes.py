@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 
-
 from pipelines import answer, extract
 from spacemind_cli.cache.store import FeatureCache
 from spacemind_cli.models.spacemind import SpaceMind

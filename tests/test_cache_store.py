@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from spacemind_cli.cache import SCHEMA_VERSION, CacheEntry, FeatureCache
 from spacemind_cli import files as fsutil
+from spacemind_cli.cache import SCHEMA_VERSION, CacheEntry, FeatureCache
 from spacemind_cli.errors import CacheError, ResourceError
 
 KEY = "ab" + "0123456789abcdef" * 3
@@ -430,8 +430,8 @@ def test_failed_replace_leaves_old_entry_and_no_temp(cache: FeatureCache, monkey
 def _killed_writer(root: str, key: str) -> None:
     """Child: starts writing a big entry and dies (SIGKILL) after the data is written, before the
     rename: no cleanup code can run, exactly like a power cut or OOM kill."""
-    from spacemind_cli.cache import FeatureCache as FC
     from spacemind_cli import files as fs
+    from spacemind_cli.cache import FeatureCache as FC
 
     c = FC(root)
     c.register_fingerprint("fp-crash")  # the manifest update completes; the entry write dies
@@ -553,8 +553,8 @@ def test_memory_or_system_trouble_while_reading_is_not_corruption(cache: Feature
     path = cache.put(KEY, _meta(), _tensors(), fingerprint="fp")
     for failure, raised in [(MemoryError(), MemoryError), (pa.ArrowMemoryError("malloc of 9 GiB failed"), MemoryError),
                             (OSError(errno.EIO, "Input/output error"), ResourceError)]:
-        def fail(*a, **k):
-            raise failure
+        def fail(*a, _failure=failure, **k):
+            raise _failure
 
         monkeypatch.setattr(pq, "ParquetFile", fail)  # the entry's read and its footer's
         with pytest.raises(raised):

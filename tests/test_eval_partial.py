@@ -62,8 +62,9 @@ def test_a_file_mixing_benchmarks_is_refused_saying_so(tmp_path):
 
 def test_compare_on_other_questions_shows_each_runs_n(tmp_path):
     """#22.6: two runs on different question sets showed one n and no warning."""
-    from spacemind_cli.eval.render import render_table
     from rich.console import Console
+
+    from spacemind_cli.eval.render import render_table
 
     full = write(tmp_path / "full.jsonl", VSI)
     fewer = write(tmp_path / "fewer.jsonl", [r for r in VSI if r["question_type"] == "object_counting"] +

@@ -15,11 +15,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
-
-import av
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"

@@ -13,9 +13,15 @@ import pytest
 from PIL import Image
 
 from spacemind_cli.errors import InputError, SceneError
-from spacemind_cli.integrations.lmms_eval.requests import (DEFAULT_MAX_NEW_TOKENS, Decoding, cut_at_stop,
-                                                           group_requests, read_decoding, read_messages,
-                                                           read_request)
+from spacemind_cli.integrations.lmms_eval.requests import (
+    DEFAULT_MAX_NEW_TOKENS,
+    Decoding,
+    cut_at_stop,
+    group_requests,
+    read_decoding,
+    read_messages,
+    read_request,
+)
 from spacemind_cli.prompts import build_prompt
 
 VSIBENCH_GEN_KWARGS = {"max_new_tokens": 16, "temperature": 0, "top_p": 1.0, "num_beams": 1, "do_sample": False,

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from spacemind_cli.errors import CheckpointError
 from spacemind_cli.models import internvl
+from spacemind_cli.models.checkpoint import SpaceMindConfig, checkpoint_id, encoder_fingerprint, load_config
 from spacemind_cli.models.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,7 +30,6 @@ from spacemind_cli.models.preprocess import (
     vit_frames,
     vit_tensor,
 )
-from spacemind_cli.models.checkpoint import SpaceMindConfig, checkpoint_id, encoder_fingerprint, load_config
 from spacemind_cli.models.spacemind import EncoderOutputs, SpaceMind
 from spacemind_cli.scenes import Sampling, discover_scenes, load_clip
 

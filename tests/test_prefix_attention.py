@@ -9,7 +9,8 @@ import re
 import pytest
 import torch
 
-from spacemind_cli.models import generation, prefix_attention as pa
+from spacemind_cli.models import generation
+from spacemind_cli.models import prefix_attention as pa
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from process_support import our_processes
 
 from pipelines import answer as run_answer
 from pipelines import extract as run_extract
-from process_support import our_processes
 
 pytestmark = pytest.mark.ray
 

@@ -148,7 +148,7 @@ def test_an_interrupt_in_the_loop_stops_the_reader():
     assert not readers_alive()
     # and a loop that leaves early without an error (max steps reached, a break)
     with StepFeed(plan, range(plan.total_steps), 0, 1, Reader(), ahead=2) as feed:
-        for data in feed:
+        for _ in feed:
             break
     assert not readers_alive()
 

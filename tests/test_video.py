@@ -10,10 +10,9 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
-
-import av
 
 from spacemind_cli import video  # noqa: E402
 from spacemind_cli.errors import SceneError  # noqa: E402

@@ -132,5 +132,4 @@ def lora_beside_cost(ctx: Ctx) -> dict:
             del m.lora_delta
         out[f"rank_{r}_s"] = rnd(seconds, 4)
         out[f"rank_{r}_vs_none"] = rnd(ratio(seconds, out["none_s"]), 3)
-    del prefix
     return out

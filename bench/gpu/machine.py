@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 
@@ -32,7 +32,7 @@ def section_env(ctx: Ctx) -> dict:
     from spacemind_cli.runtime import has_flash_attn
 
     env = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": ("tiny (toy architectures; figures only prove the code runs)" if ctx.args.tiny
                  else "full size, random weights"),
         "python": platform.python_version(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -55,28 +54,28 @@ def print_summary(summary: AnswerSummary, scenes: Path | None = None) -> None:
 @handle_errors
 def answer(
     scenes: Path = opt.SCENES,
-    questions: Optional[Path] = typer.Option(None, "--questions", help="Question file (.jsonl, .json, .parquet)."),
-    template: Optional[Path] = typer.Option(None, "--template", help="Template questions asked of every scene (annotation job)."),
+    questions: Path | None = typer.Option(None, "--questions", help="Question file (.jsonl, .json, .parquet)."),
+    template: Path | None = typer.Option(None, "--template", help="Template questions asked of every scene (annotation job)."),
     checkpoint: Path = opt.CHECKPOINT,
     output: Path = typer.Option(..., "--output", "-o", help="Answers: OUT.jsonl or OUT.parquet; a folder with --template."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read from and fill (see `spacemind extract`)."),
-    executor: Optional[str] = opt.EXECUTOR,
-    ray_address: Optional[str] = opt.RAY_ADDRESS,
-    num_gpus: Optional[int] = opt.NUM_GPUS,
-    actors: Optional[int] = opt.ACTORS,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, show_default=str(DEFAULTS.decode_batch),
-                                             help="Questions of one scene decoded together."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, show_default=str(DEFAULTS.max_new_tokens),
-                                                 help="Generated tokens per answer (VSI-Bench: 16)."),
-    num_frames: Optional[int] = opt.NUM_FRAMES,
-    sampling: Optional[str] = opt.SAMPLING,
-    dtype: Optional[str] = opt.DTYPE,
-    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
-    merge_lora: Optional[bool] = opt.MERGE_LORA,
-    threads: Optional[int] = opt.THREADS,
-    device: Optional[str] = opt.DEVICE,
+    cache: Path | None = typer.Option(None, "--cache", help="Feature cache to read from and fill (see `spacemind extract`)."),
+    executor: str | None = opt.EXECUTOR,
+    ray_address: str | None = opt.RAY_ADDRESS,
+    num_gpus: int | None = opt.NUM_GPUS,
+    actors: int | None = opt.ACTORS,
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1, show_default=str(DEFAULTS.decode_batch),
+                                          help="Questions of one scene decoded together."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, show_default=str(DEFAULTS.max_new_tokens),
+                                              help="Generated tokens per answer (VSI-Bench: 16)."),
+    num_frames: int | None = opt.NUM_FRAMES,
+    sampling: str | None = opt.SAMPLING,
+    dtype: str | None = opt.DTYPE,
+    vggt_weights: str | None = opt.VGGT_WEIGHTS,
+    merge_lora: bool | None = opt.MERGE_LORA,
+    threads: int | None = opt.THREADS,
+    device: str | None = opt.DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
-    trust_path: List[Path] = opt.TRUST_PATH,
+    trust_path: list[Path] = opt.TRUST_PATH,
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not print benchmark scores at the end."),
 ):
     from .. import api

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -102,9 +101,9 @@ def verify(cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cach
 @handle_errors
 def prune(
     cache: Path = typer.Argument(..., metavar="CACHE", help="Feature cache folder."),
-    older_than: Optional[str] = typer.Option(None, "--older-than", help="Entries written longer ago than this (e.g. 12h, 30d)."),
-    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Entries made with this encoder fingerprint."),
-    keep_checkpoint: List[Path] = typer.Option([], "--keep-checkpoint", help="Keep only entries these checkpoints' encoders can use (prune the rest)."),
+    older_than: str | None = typer.Option(None, "--older-than", help="Entries written longer ago than this (e.g. 12h, 30d)."),
+    fingerprint: str | None = typer.Option(None, "--fingerprint", help="Entries made with this encoder fingerprint."),
+    keep_checkpoint: list[Path] = typer.Option([], "--keep-checkpoint", help="Keep only entries these checkpoints' encoders can use (prune the rest)."),
     bad: bool = typer.Option(False, "--bad", help="Entries that fail verification (reads every entry)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
 ):

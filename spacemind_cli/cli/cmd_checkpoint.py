@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -45,9 +44,9 @@ def tiny(
 def assemble(
     out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write the checkpoint to."),
     base: Path = typer.Option(..., "--base", help="InternVL folder: transformers' layout (e.g. InternVL3-8B-hf) or InternVL's original layout (e.g. InternVL3-8B, most fine-tunes; converted, no remote code run)."),
-    vggt: Optional[Path] = typer.Option(None, "--vggt", help="VGGT-1B folder (config.json + model.safetensors or model.pt) or weight file; not needed with --fusion none."),
-    fusion_weights: Optional[Path] = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
-    lora: Optional[Path] = typer.Option(None, "--lora", help="PEFT LoRA adapter folder for the LLM."),
+    vggt: Path | None = typer.Option(None, "--vggt", help="VGGT-1B folder (config.json + model.safetensors or model.pt) or weight file; not needed with --fusion none."),
+    fusion_weights: Path | None = typer.Option(None, "--fusion-weights", help="Trained CGMF weights (safetensors); default: a fresh CGMF that leaves InternVL's tokens unchanged."),
+    lora: Path | None = typer.Option(None, "--lora", help="PEFT LoRA adapter folder for the LLM."),
     fusion: str = typer.Option("cgmf", "--fusion", help="cgmf | none (plain InternVL baseline)."),
     num_frames: int = typer.Option(DEFAULTS.num_frames, "--num-frames", help="Default frames per scene."),
 ):

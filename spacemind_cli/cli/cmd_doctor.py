@@ -20,9 +20,8 @@ def _version(module: str) -> str:
 
 @handle_errors
 def doctor():
-    from ..runtime import attention_backend, cuda_devices, ray_status
-
     from .. import __version__
+    from ..runtime import attention_backend, cuda_devices, ray_status
 
     devices = cuda_devices()
     console.print(summary_table("spacemind doctor", [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -28,13 +27,13 @@ def _write(path: Path, text: str) -> None:
 def eval_command(
     answers: Path = typer.Argument(..., metavar="ANSWERS", help="Answers JSONL/Parquet from `spacemind answer`, or lmms-eval samples JSONL."),
     benchmark: str = typer.Option("auto", "--benchmark", help="auto | vsibench | sqa3d | spbench | spbench-si | spbench-mv"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores under the official keys as JSON."),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
-    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a per-category bar chart (PNG)."),
-    compare: List[Path] = typer.Option([], "--compare", help="Other runs to show beside this one: a scores JSON written by --json, or an answers file (scored the same way)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the scores under the official keys as JSON."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown."),
+    plot_out: Path | None = typer.Option(None, "--plot", help="Write a per-category bar chart (PNG)."),
+    compare: list[Path] = typer.Option([], "--compare", help="Other runs to show beside this one: a scores JSON written by --json, or an answers file (scored the same way)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Overlay the paper's published numbers."),
     variant: str = typer.Option("official", "--variant", help="official, or a labelled variant: micro, anywhere, lt, parsed, nonempty (combine with +)."),
-    label: Optional[str] = typer.Option(None, "--label", help="Name of this run in tables and plots."),
+    label: str | None = typer.Option(None, "--label", help="Name of this run in tables and plots."),
 ):
     from .. import api
     from ..eval import plot, render_table, to_json, to_markdown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -27,25 +26,25 @@ def extract(
     scenes: Path = opt.SCENES,
     checkpoint: Path = opt.CHECKPOINT,
     cache: Path = typer.Option(..., "--cache", help="Feature cache folder (created if missing)."),
-    questions: Optional[Path] = typer.Option(None, "--questions", help="Only the scenes this question file uses."),
-    num_frames: Optional[int] = opt.NUM_FRAMES,
-    sampling: Optional[str] = opt.SAMPLING,
-    executor: Optional[str] = opt.EXECUTOR,
-    ray_address: Optional[str] = opt.RAY_ADDRESS,
-    num_gpus: Optional[int] = opt.NUM_GPUS,
-    actors: Optional[int] = opt.ACTORS,
-    scenes_per_call: Optional[int] = typer.Option(
+    questions: Path | None = typer.Option(None, "--questions", help="Only the scenes this question file uses."),
+    num_frames: int | None = opt.NUM_FRAMES,
+    sampling: str | None = opt.SAMPLING,
+    executor: str | None = opt.EXECUTOR,
+    ray_address: str | None = opt.RAY_ADDRESS,
+    num_gpus: int | None = opt.NUM_GPUS,
+    actors: int | None = opt.ACTORS,
+    scenes_per_call: int | None = typer.Option(
         None, "--scenes-per-call", min=1, show_default=str(DEFAULTS.scenes_per_call),
         help="Scenes handed to an encoder actor per call on a multi-node Ray cluster (fewer round trips). Not used on "
         "one machine, where actors stream their scenes. Each scene is still encoded on its own, so features never "
         "depend on it."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, hidden=True,
-                                             help="Deprecated name of --scenes-per-call."),
-    dtype: Optional[str] = opt.DTYPE,
-    threads: Optional[int] = opt.THREADS,
-    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
-    device: Optional[str] = opt.DEVICE,
-    trust_path: List[Path] = opt.TRUST_PATH,
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, hidden=True,
+                                          help="Deprecated name of --scenes-per-call."),
+    dtype: str | None = opt.DTYPE,
+    threads: int | None = opt.THREADS,
+    vggt_weights: str | None = opt.VGGT_WEIGHTS,
+    device: str | None = opt.DEVICE,
+    trust_path: list[Path] = opt.TRUST_PATH,
 ):
     from .. import api
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -49,10 +48,10 @@ def print_summary(summary: dict) -> None:
 @handle_errors
 def report(
     answers: Path = typer.Argument(..., metavar="ANSWERS", help="Answers JSONL/Parquet from `spacemind answer`."),
-    scenes: Optional[Path] = typer.Option(None, "--scenes", "-s", help="Scenes root the answers were made from (without it the page has no frames)."),
+    scenes: Path | None = typer.Option(None, "--scenes", "-s", help="Scenes root the answers were made from (without it the page has no frames)."),
     output: Path = typer.Option(..., "--output", "-o", help="Report folder: new, empty, or an earlier report (rebuilt in place)."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Another answers file over the same questions, shown side by side."),
-    title: Optional[str] = typer.Option(None, "--title", help="Page title (default: the runs' names)."),
+    compare: Path | None = typer.Option(None, "--compare", help="Another answers file over the same questions, shown side by side."),
+    title: str | None = typer.Option(None, "--title", help="Page title (default: the runs' names)."),
     benchmark: str = typer.Option("auto", "--benchmark", help="auto | vsibench | sqa3d | spbench (as `spacemind eval`)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Show the paper's numbers in the table and plot."),
     workers: int = typer.Option(0, "--workers", min=0, help="Scenes decoded in parallel (0: up to 4)."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -34,53 +33,53 @@ def train(
     questions: Path = typer.Option(..., "--questions", help="Training file: questions with ground_truth, LLaVA-style records, or an SQA3D train file."),
     checkpoint: Path = opt.CHECKPOINT,
     output: Path = typer.Option(..., "--output", "-o", help="The new checkpoint folder (NEW_CKPT)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache to read and fill (default: NEW_CKPT/training/features)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, show_default=str(TrainConfig.epochs)),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
-    lr: Optional[float] = typer.Option(None, "--lr", show_default=str(TrainConfig.lr)),
-    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", show_default=str(TrainConfig.warmup_ratio)),
-    global_batch: Optional[int] = typer.Option(None, "--global-batch", min=1, show_default=str(TrainConfig.batch_size),
-                                               help="Questions per optimizer step, over all workers (as in the paper)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, hidden=True,
-                                             help="Deprecated name of --global-batch."),
-    questions_per_pack: Optional[int] = typer.Option(
+    cache: Path | None = typer.Option(None, "--cache", help="Feature cache to read and fill (default: NEW_CKPT/training/features)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, show_default=str(TrainConfig.epochs)),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
+    lr: float | None = typer.Option(None, "--lr", show_default=str(TrainConfig.lr)),
+    warmup_ratio: float | None = typer.Option(None, "--warmup-ratio", show_default=str(TrainConfig.warmup_ratio)),
+    global_batch: int | None = typer.Option(None, "--global-batch", min=1, show_default=str(TrainConfig.batch_size),
+                                            help="Questions per optimizer step, over all workers (as in the paper)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, hidden=True,
+                                          help="Deprecated name of --global-batch."),
+    questions_per_pack: int | None = typer.Option(
         None, "--questions-per-pack", min=1, show_default=str(TrainConfig.questions_per_pack),
         help="Most questions of one scene in one packed sequence (its visual prefix once); small packs make a step "
         "span many scenes."),
-    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", min=1, show_default=str(TrainConfig.lora_rank)),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", min=1, show_default=str(TrainConfig.lora_alpha)),
-    train_parts: Optional[str] = typer.Option(None, "--train", show_default=",".join(TrainConfig.train),
-                                              help="What is trained: a comma list of cgmf, lora, projector."),
-    fusion: Optional[str] = typer.Option(None, "--fusion", show_default=TrainConfig.fusion,
-                                         help="cgmf, or none (plain InternVL + LoRA, the baseline)."),
-    cgmf_off: Optional[str] = typer.Option(None, "--cgmf-off", help="CGMF ablation (paper Table 4): parts off, of camera_bias, importance, camera_memory, camera_gate."),
-    num_frames: Optional[int] = opt.NUM_FRAMES,
-    sampling: Optional[str] = opt.SAMPLING,
-    executor: Optional[str] = opt.EXECUTOR,
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=1, help="Ray Train workers (default: one per GPU, else 1)."),
-    ray_address: Optional[str] = opt.RAY_ADDRESS,
-    eval_questions: Optional[Path] = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, show_default=str(TrainConfig.eval_every),
-                                             help="Steps between evaluations (0: at the end only)."),
-    eval_batch_size: Optional[int] = typer.Option(
+    lora_rank: int | None = typer.Option(None, "--lora-rank", min=1, show_default=str(TrainConfig.lora_rank)),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha", min=1, show_default=str(TrainConfig.lora_alpha)),
+    train_parts: str | None = typer.Option(None, "--train", show_default=",".join(TrainConfig.train),
+                                           help="What is trained: a comma list of cgmf, lora, projector."),
+    fusion: str | None = typer.Option(None, "--fusion", show_default=TrainConfig.fusion,
+                                      help="cgmf, or none (plain InternVL + LoRA, the baseline)."),
+    cgmf_off: str | None = typer.Option(None, "--cgmf-off", help="CGMF ablation (paper Table 4): parts off, of camera_bias, importance, camera_memory, camera_gate."),
+    num_frames: int | None = opt.NUM_FRAMES,
+    sampling: str | None = opt.SAMPLING,
+    executor: str | None = opt.EXECUTOR,
+    num_workers: int | None = typer.Option(None, "--num-workers", min=1, help="Ray Train workers (default: one per GPU, else 1)."),
+    ray_address: str | None = opt.RAY_ADDRESS,
+    eval_questions: Path | None = typer.Option(None, "--eval-questions", help="Held-out questions (with ground_truth) answered and scored during training."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=0, show_default=str(TrainConfig.eval_every),
+                                          help="Steps between evaluations (0: at the end only)."),
+    eval_batch_size: int | None = typer.Option(
         None, "--eval-batch-size", min=1, show_default=str(TrainConfig.eval_batch_size),
         help="Eval questions of one scene decoded together during training (as answer decodes its questions)."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", min=1, show_default=str(TrainConfig.save_every),
-                                             help="Steps between saved states (a rerun resumes from the last)."),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", show_default="auto", help="Recompute the LLM's activations in the backward pass. Default: on where the memory estimate says the GPU needs it (the 8B model on one 80 GB GPU), off on CPU; the run's training/config.json says which and why."),
-    fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", show_default=str(TrainConfig.fsdp),
-                                        help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
-    seed: Optional[int] = typer.Option(None, "--seed", show_default=str(TrainConfig.seed)),
-    dtype: Optional[str] = opt.DTYPE,
-    vggt_weights: Optional[str] = opt.VGGT_WEIGHTS,
-    threads: Optional[int] = opt.THREADS,
-    device: Optional[str] = opt.DEVICE,
-    trust_path: List[Path] = opt.TRUST_PATH,
+    save_every: int | None = typer.Option(None, "--save-every", min=1, show_default=str(TrainConfig.save_every),
+                                          help="Steps between saved states (a rerun resumes from the last)."),
+    gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", show_default="auto", help="Recompute the LLM's activations in the backward pass. Default: on where the memory estimate says the GPU needs it (the 8B model on one 80 GB GPU), off on CPU; the run's training/config.json says which and why."),
+    fsdp: bool | None = typer.Option(None, "--fsdp/--no-fsdp", show_default=str(TrainConfig.fsdp),
+                                     help="Shard the model over the Ray Train workers (FSDP2) when one GPU's memory is not enough."),
+    seed: int | None = typer.Option(None, "--seed", show_default=str(TrainConfig.seed)),
+    dtype: str | None = opt.DTYPE,
+    vggt_weights: str | None = opt.VGGT_WEIGHTS,
+    threads: int | None = opt.THREADS,
+    device: str | None = opt.DEVICE,
+    trust_path: list[Path] = opt.TRUST_PATH,
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming (removes NEW_CKPT's earlier run)."),
 ):
     from .. import api
 
-    def comma_list(text: Optional[str]):
+    def comma_list(text: str | None):
         return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
 
     given = dict(

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import EXIT_INTERRUPTED, SpacemindError, os_error
 
+
 def _console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr)
     if not c.is_terminal:
@@ -79,7 +80,7 @@ def handle_errors(fn):
             fail(exc.message, exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished work is kept; rerun the same command to resume")
-            raise typer.Exit(EXIT_INTERRUPTED)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # a safety net: one line and a documented code, never a traceback
             error = os_error(exc)
             fail(error.message, error.exit_code)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,7 +43,7 @@ DEVICE = typer.Option(None, "--device", help="cuda | cpu (local executor; defaul
 TRUST_PATH = typer.Option([], "--trust-path", help="Allow the checkpoint to reference weights at this path.")
 
 
-def run_options(*, checkpoint: Path, trust_path: Sequence[Path] = (), threads: Optional[int] = None, **fields) -> RunOptions:
+def run_options(*, checkpoint: Path, trust_path: Sequence[Path] = (), threads: int | None = None, **fields) -> RunOptions:
     """The command's RunOptions: its flags under their RunOptions names."""
     return RunOptions(checkpoint=checkpoint, trusted_paths=tuple(str(p) for p in trust_path), cpu_threads=threads,
                       **fields)

@@ -98,7 +98,7 @@ def _plot(result: EvalResult, out_png: str | Path, compare, references: bool, ti
     for k, s in enumerate(series):
         pos: list[float] = []
         vals: list[float] = []
-        for (g, c, sid), x0, here in zip(slots, xs, present):
+        for (_, _, sid), x0, here in zip(slots, xs, present):
             value = s.values.get(sid)
             if value is not None:  # then k is in `here`
                 offset = (here.index(k) - (len(here) - 1) / 2) * width

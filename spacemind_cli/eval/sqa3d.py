@@ -193,7 +193,7 @@ def score_records(records: list[Record], variants: frozenset[str], source: str, 
                 official[key_type.format(idx)] = value
             entry = per_type.setdefault(qt, {"n": len(rows), "n_missing": n_missing})
             entry["em" if field == "em" else "em_refined"] = value
-    for qt, entry in per_type.items():
+    for entry in per_type.values():
         entry["value"] = entry.get("em")
     notes = list(micro_note)
     empties = sum(1 for s in samples if s["normalised_prediction"] is not None and not _squash(s["normalised_prediction"]))

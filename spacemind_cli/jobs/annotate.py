@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import resource_error
 from ..tables import merged_schema, row_batches, to_table

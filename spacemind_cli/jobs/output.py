@@ -24,8 +24,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..answer_files import output_paths
 from ..errors import InputError, resource_error

@@ -163,5 +163,5 @@ def make_settings(options: RunOptions, *, use_gpu: bool = False, verify_cached: 
         cpu_threads=options.cpu_threads,
         merge_lora=lora_merged(compute_dtype("cpu", dtype), options.merge_lora) if config.lora else None,
     )
-    settings.frame_sampling  # validates
+    _ = settings.frame_sampling  # validates
     return settings

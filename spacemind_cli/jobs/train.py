@@ -19,8 +19,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CheckpointError, InputError
 from ..files import atomic_write_text
@@ -31,8 +31,8 @@ from ..models.context import ContextBudget
 from ..prompts import build_prompt
 from ..questions import read_questions
 from ..scenes import check_root
-from ..tables import write_parquet
 from ..summaries import TrainSummary
+from ..tables import write_parquet
 from ..training.config import TrainConfig, TrainSettings
 from ..training.data import TrainingSet, read_training_file
 from ..training.loop import TrainSpec

@@ -50,7 +50,7 @@ class CGMFConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CGMFConfig":
+    def from_dict(cls, d: dict) -> CGMFConfig:
         return config_from_dict(cls, d, where="cgmf")
 
 

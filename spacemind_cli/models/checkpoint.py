@@ -72,7 +72,7 @@ class SpaceMindConfig:
         return {"type": CONFIG_TYPE, "format_version": FORMAT_VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpaceMindConfig":
+    def from_dict(cls, d: dict) -> SpaceMindConfig:
         if not isinstance(d, dict) or d.get("type") != CONFIG_TYPE:
             got = d.get("type") if isinstance(d, dict) else type(d).__name__
             raise CheckpointError(f"config type is {got!r}, expected {CONFIG_TYPE!r}")

@@ -42,7 +42,7 @@ class ContextBudget:
         self._prefix: dict[int, int] = {}
 
     @classmethod
-    def from_checkpoint(cls, root: str | Path, trusted_paths=()) -> "ContextBudget":
+    def from_checkpoint(cls, root: str | Path, trusted_paths=()) -> ContextBudget:
         from transformers import AutoTokenizer, InternVLConfig
 
         from .checkpoint import load_config, resolve_component

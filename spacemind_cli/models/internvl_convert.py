@@ -193,7 +193,7 @@ class _Shapes:
     head_dim: int
 
     @classmethod
-    def of(cls, hf: dict) -> "_Shapes":
+    def of(cls, hf: dict) -> _Shapes:
         text, vision = hf["text_config"], hf["vision_config"]
         heads = int(text["num_attention_heads"])
         head_dim = text.get("head_dim") or int(text["hidden_size"]) // heads

@@ -95,7 +95,7 @@ class ShardReader:
             self._handle.__exit__(None, None, None)
             self._handle = None
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc) -> None:

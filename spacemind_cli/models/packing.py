@@ -28,8 +28,8 @@ question by 1 / (targets in whatever sequence it landed in), and changes with th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

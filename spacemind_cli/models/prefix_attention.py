@@ -33,8 +33,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class DecodeSpec:
     values: Sequence[torch.Tensor]
 
     @classmethod
-    def from_cache(cls, cache) -> "DecodeSpec":
+    def from_cache(cls, cache) -> DecodeSpec:
         layers = cache.layers
         return cls(keys=[layer.keys for layer in layers], values=[layer.values for layer in layers])
 

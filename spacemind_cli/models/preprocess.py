@@ -39,7 +39,7 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
+    def from_dict(cls, d: dict) -> PreprocessConfig:
         cfg = config_from_dict(cls, d, where="preprocess")
         cfg.vit_mean, cfg.vit_std = _three_numbers("vit_mean", cfg.vit_mean), _three_numbers("vit_std", cfg.vit_std)
         return cfg

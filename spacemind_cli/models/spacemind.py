@@ -30,8 +30,7 @@ from ..errors import CheckpointError
 from ..runtime import autocast
 from . import generation, internvl, packing
 from .cgmf import CGMF
-from .checkpoint import (SpaceMindConfig, checkpoint_id, encoder_fingerprint, read_json, resolve_component,
-                         versions)
+from .checkpoint import SpaceMindConfig, checkpoint_id, encoder_fingerprint, read_json, resolve_component, versions
 from .preprocess import PreparedClip, vggt_tensor, vit_tensor
 
 log = logging.getLogger(__name__)
@@ -85,11 +84,11 @@ class EncoderOutputs:
         return {k: getattr(self, k) for k in self.TENSORS if getattr(self, k) is not None}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "EncoderOutputs":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> EncoderOutputs:
         return cls(vggt_patch=tensors.get("vggt_patch"), vggt_camera=tensors.get("vggt_camera"),
                    internvit=tensors["internvit"], pose_enc=tensors.get("pose_enc"))
 
-    def to(self, device) -> "EncoderOutputs":
+    def to(self, device) -> EncoderOutputs:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return t.to(device) if t is not None else None
 
@@ -124,7 +123,7 @@ class SpaceMind(nn.Module):
         lazy_vggt: bool = False,
         vggt_weights: str = "fp32",
         merge_lora: bool | None = None,
-    ) -> "SpaceMind":
+    ) -> SpaceMind:
         """Load a checkpoint folder.
 
         llm=False loads only what encoding needs (VGGT + InternViT; no projector, CGMF or LLM

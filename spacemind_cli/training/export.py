@@ -19,8 +19,7 @@ import logging
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text
-from ..models.checkpoint import SpaceMindConfig, load_config, resolve_component, versions
-from ..models.checkpoint import copy_folder
+from ..models.checkpoint import SpaceMindConfig, copy_folder, load_config, resolve_component, versions
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from reliability_support import answer_args, cli, frames_scene, mp4_scene, question, read_jsonl, write_jsonl
-
 
 # ---------------------------------------------------------------------------- shared data
 

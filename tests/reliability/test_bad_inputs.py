@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from reliability_support import answer_args, cli, cli_proc, frames_scene, mp4_scene, question, read_jsonl, write_jsonl
 
 GOOD = [question("good-1", "good"), question("good-2", "good", "How many lamp(s) are in this room?")]

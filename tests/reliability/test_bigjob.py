@@ -14,7 +14,6 @@ import importlib.util
 import json
 
 import pytest
-
 from reliability_support import REPO
 
 _spec = importlib.util.spec_from_file_location("bench_bigjob", REPO / "bench" / "bigjob.py")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from reliability_support import answer_args, cli, frames_scene, question, write_jsonl
 
 BROKEN = {

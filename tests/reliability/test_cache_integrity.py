@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from reliability_support import answer_args, cli, read_jsonl, stable
 
 N = 6  # scenes of base_root

@@ -16,10 +16,20 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from process_support import our_processes
-from reliability_support import (REPO, answer_args, cli, cli_env, frames_scene, mp4_scene, question, read_jsonl,
-                                 stable, temp_files, write_jsonl)
+from reliability_support import (
+    REPO,
+    answer_args,
+    cli,
+    cli_env,
+    frames_scene,
+    mp4_scene,
+    question,
+    read_jsonl,
+    stable,
+    temp_files,
+    write_jsonl,
+)
 
 N_SCENES = 12
 CRASH_AT = Path(__file__).with_name("crash_at.py")

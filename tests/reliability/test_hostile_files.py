@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from reliability_support import REPO, answer_args, cli, cli_proc, frames_scene, question, read_jsonl, write_jsonl
 
 

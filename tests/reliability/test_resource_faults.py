@@ -22,7 +22,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from reliability_support import answer_args, cli, read_jsonl, stable, temp_files
 
 N = 6  # scenes of base_root

@@ -72,7 +72,7 @@ class SpaceMind(lmms):
         self.batch_size_per_gpu = settings.batch_size
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "SpaceMind":
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> SpaceMind:
         """model_args, plus what lmms-eval adds itself (`batch_size`, `device`, `max_batch_size`):
         a model_args `batch_size` would otherwise clash with lmms-eval's ("multiple values")."""
         from lmms_eval import utils

@@ -101,9 +101,10 @@ class Runner:
         out: list[tuple[Request, str]] = []
         for max_new_tokens, requests in group.by_max_new_tokens():
             by_index = {r.index: r for r in requests}
+            names = {r.index: r.name for r in requests}
             answers, failures = answer_questions(
                 model, prefix, [(r.index, r.prompt) for r in requests], batch_size=self.settings.batch_size,
-                max_new_tokens=max_new_tokens, name=lambda i: by_index[i].name,
+                max_new_tokens=max_new_tokens, name=names.__getitem__,
             )
             if failures:
                 raise QuestionError(failures[0].error)
