@@ -306,8 +306,9 @@ def _run_dataset(items: list[WorkItem], stage, settings: JobSettings, on_result,
     ctx.execution_options.preserve_order = False
     ctx.execution_options.verbose_progress = False
     ds: Dataset = ray.data.from_items([item.to_row() for item in items], override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(load_batch,  # type: ignore[arg-type]  # Ray's stubs omit fn_kwargs' extra parameters fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
-                        num_cpus=LOAD_TASK_CPUS)
+    # Ray's stubs omit the extra parameters fn_kwargs supplies
+    ds = ds.map_batches(load_batch, fn_kwargs={"settings": settings}, batch_size=1,  # type: ignore[arg-type]
+                        batch_format="numpy", num_cpus=LOAD_TASK_CPUS)
     with warnings.catch_warnings():
         # Restart limits have no named parameter yet; `ray_remote_args` is the only way.
         warnings.simplefilter("ignore", DeprecationWarning)
