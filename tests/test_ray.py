@@ -40,7 +40,7 @@ def _kill_model_actor_once():
     state = {"killed": None}
 
     def callback(event):
-        if state["killed"] is None:
+        if state["killed"] is None and "done" in event:  # not the model-load event, sent before any actor
             actors = our_processes("ModelStage")
             if actors:
                 actors[0].kill()
