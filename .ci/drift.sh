@@ -63,4 +63,6 @@ PYTHONPATH="$TARGET${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest -q -p no:cachepr
   tests/test_model.py tests/test_generation.py tests/test_transformers_drift.py tests/test_checkpoint_tools.py \
   tests/test_internvl_loading.py tests/test_vggt_precision.py \
   tests/test_prefix_attention.py tests/test_packing.py tests/test_train_schedule.py \
+  tests/test_internvl_convert.py tests/test_hf_shapes.py tests/test_load_memory.py tests/test_lora_answering.py \
+  tests/test_random_checkpoints.py \
   "tests/test_train.py::test_eval_questions_are_scored_during_training" "$@"
