@@ -8,12 +8,12 @@ Same process, same workload, same thread count, fresh output each run:
   local          `pipelines.answer(executor="local")`
   ray            `pipelines.answer(executor="ray")`, embedded Ray started and stopped inside the
                  timed call (what a user waits for); on one node this takes Ray's node route
-                 (one model actor reading its own scenes, results streamed back)
+                 (one model task reading its own scenes, results streamed back)
   ray_dataset    the same job through the Ray Data route clusters use (CPU load tasks, an actor
                  pool, frames through the object store), forced on this one node for comparison
 
 For each Ray run: `ray_init_s` (starting the embedded Ray), `first_result_s` (job start to the
-first answered scene: actor start, model load, the first scene), and the rest. The row-format
+first answered scene: worker start, model load, the first scene), and the rest. The row-format
 micro benchmark prices one full-size item (32 frames for VGGT at 518 px and InternViT at 448 px)
 through a stage hop: the former format (frames packed into an npz blob, item / load / result as
 JSON strings, parsed back at every hop) against the typed records (`jobs/records.py`: frames as

@@ -1,22 +1,23 @@
-"""The Ray executor: the library's stages on Ray actors, with Ray's fault handling.
+"""The Ray executor: the library's stages on Ray workers, with Ray's fault handling.
 
 Two routes, one executor:
 
-* **One node** (an embedded Ray, or a one-machine cluster): one model actor per GPU (or per CPU
-  share), each reading its own scenes ahead on a thread pool and running the model stage, exactly
-  what the local executor does in one process. The driver hands each actor its items as a
-  streaming call and receives results as they finish. Nothing heavy crosses the object store:
-  items are paths and prompts, results are answers.
+* **One node** (an embedded Ray, or a one-machine cluster): one model worker per GPU (or per CPU
+  share), each a streaming Ray task over its share of the items, reading its scenes ahead on a
+  thread pool and running the model stage, exactly what the local executor does in one process.
+  Results stream back to the driver as they finish. Nothing heavy crosses the object store:
+  items are paths and prompts, results are answers. CPU tasks run in Ray's pooled worker
+  processes, warmed while the driver plans and kept warm for the driver's next job.
 * **A cluster**: a Ray Data pipeline, so that scenes are decoded wherever there are CPUs and the
   model actors anywhere there are GPUs:
 
       from_items(items) ─ map_batches(load, CPU tasks) ─ map_batches(ModelStageActor, ActorPool,
       num_gpus=1 each) ─ iter_rows() on the driver, which hands each result to the job.
 
-Both routes: the model loaded once per actor from the checkpoint path (weights never travel
-through the object store); an actor that dies (OOM killer, a kill, a lost node) is restarted and
-its unfinished items are done again, up to ACTOR_RESTARTS times, after which the job stops with
-a resource error (exit 5); a rerun resumes from what was written.
+Both routes: the model loaded once per worker from the checkpoint path (weights never travel
+through the object store); when a worker dies (OOM killer, a kill, a lost node) its unfinished
+items are done again by another, up to ACTOR_RESTARTS times, after which the job stops with a
+resource error (exit 5); a rerun resumes from what was written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import dataclasses
 import logging
 import queue
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 from spacemind_cli.errors import ResourceError, SpacemindError
 from spacemind_cli.jobs.records import ItemResult, LoadedItem, WorkItem
 from spacemind_cli.jobs.settings import JobSettings
-from spacemind_cli.jobs.stages import LoadedStage, ModelStage, load_ahead, load_item
+from spacemind_cli.jobs.stages import ModelStage, drop_job_caches, load_ahead, load_item
 from spacemind_cli.runtime import torch_threads
 
 from . import ray_runtime
@@ -105,8 +105,8 @@ class RayExecutor:
             raise SpacemindError(f"--num-gpus {num_gpus} asked for, but the Ray cluster has {self.gpus_in_cluster} GPU(s)")
         self.use_gpu = self.gpus_in_cluster > 0 and num_gpus != 0
         self.pool_size = (num_gpus or self.gpus_in_cluster) if self.use_gpu else (actors or 1)
-        # One node: start the model actors now, so that their start-up (a process, torch and
-        # transformers imported) runs while the driver settles the job and plans it.
+        # One node: warm the pooled worker processes now (torch and transformers imported), while
+        # the driver settles the job and plans it.
         self.single_node = ray_runtime.alive_nodes() == 1
         self.node = NodeRoute(self.pool_size, self.use_gpu) if self.single_node else None
 
@@ -117,13 +117,8 @@ class RayExecutor:
             on_result: Callable[[ItemResult], None]) -> dict:
         items = list(items)
         actors = min(self.pool_size, max(1, len(items)))
-        if self.single_node:
-            node = self.node or NodeRoute(self.pool_size, self.use_gpu)
-            self.node = None
-            try:
-                node.run(items, stage, settings, on_result)
-            finally:
-                node.close()  # its CPUs and GPUs go back to Ray (a training job needs them next)
+        if self.node is not None:
+            self.node.run(items, stage, settings, on_result)
         else:
             _run_dataset(items, stage, settings, on_result, actors=actors, use_gpu=self.use_gpu,
                          items_per_call=self.items_per_call)
@@ -131,8 +126,6 @@ class RayExecutor:
                 "gpus": self.use_gpu}
 
     def close(self) -> None:
-        if self.node is not None:
-            self.node.close()
         if self.started:
             ray_runtime.shutdown()
 
@@ -140,45 +133,61 @@ class RayExecutor:
 # ---------------------------------------------------------------------------------- one node
 
 
-class ModelStageWorker:
-    """A model stage and its scene readers in one actor: a node's share of the job."""
+def model_stage_share(stage: type[ModelStage], settings: JobSettings, readers: int,
+                      item_rows: list[dict]) -> Iterator[dict]:
+    """A worker's share of a job, as one streaming Ray task: the model loaded, the share's scenes
+    read ahead on `readers` threads, each result yielded as soon as it is done.
 
-    def __init__(self):
-        import ray
+    A task, not an actor: a CPU task's process goes back to Ray's worker pool when it ends, with
+    torch and transformers still imported, and the next job of this driver runs there warm (as
+    the local executor's jobs share its one process); its CPUs are Ray's again at once (a
+    training job needs them next). A GPU task gets a process of its own (`max_calls` 1), so a
+    GPU and its memory are free when the job ends."""
+    import gc
 
-        from spacemind_cli.jobs import stages  # noqa: F401  (torch, transformers: the slow imports)
+    import ray
 
-        self.node = ray.get_runtime_context().get_node_id()
-        self.loaded = LoadedStage()
-
-    def setup(self, stage: type[ModelStage], settings: JobSettings, readers: int) -> None:
-        """Load the model for a job (again only when the job's stage or settings differ)."""
-        self.stage = self.loaded.get(stage, settings)
-        self.stage.actor.node = self.node
-        self.settings, self.readers = settings, readers
-
-    def run(self, item_rows: list[dict]) -> Iterator[dict]:
-        """Results of the given items, each yielded as soon as it is done (a streaming call)."""
+    drop_job_caches()  # a pooled process may have served an earlier job: no stale manifest
+    model = stage(settings)
+    model.actor.node = ray.get_runtime_context().get_node_id()
+    try:
         items = [WorkItem.from_row(row) for row in item_rows]
-        for result in self.stage.process_stream(load_ahead(items, self.settings, self.readers)):
+        for result in model.process_stream(load_ahead(items, settings, readers)):
             yield result.to_row()
+    finally:
+        del model  # the weights leave the pooled process with the job
+        gc.collect()
+
+
+def warm_worker() -> None:
+    """The imports a model stage needs, taken in a pooled worker process while the driver plans
+    the job, so that the job's first task finds them done."""
+    from spacemind_cli.jobs import stages  # noqa: F401  (torch)
+    from spacemind_cli.models import internvl
+
+    internvl.import_modeling()  # transformers' InternVL: the slowest import of all
 
 
 class NodeRoute:
-    """The model actors of one node, started with the executor and used by every job it runs."""
+    """One node's model workers: each worker's share of a job as a streaming Ray task, results
+    streamed back to the driver as they finish; the share's unfinished items are sent again when
+    its worker dies."""
 
-    def __init__(self, actors: int, use_gpu: bool):
+    def __init__(self, workers: int, use_gpu: bool):
         import ray
 
         total, _ = ray_runtime.cluster_cpus()
-        self.use_gpu = use_gpu
-        self.share = max(1, int((total - (1 if use_gpu else 0)) // actors))  # next to GPUs the driver keeps one CPU
-        remote = ray.remote(ModelStageWorker).options(
-            num_cpus=self.share, num_gpus=1 if use_gpu else 0,
-            max_restarts=ACTOR_RESTARTS, max_task_retries=0,  # unfinished items are resent by the driver
-        )
-        # Ray's stubs type an actor's methods as plain functions (no .remote/.options): handles are Any
-        self.workers: list[Any] = [remote.remote() for _ in range(actors)]
+        self.workers, self.use_gpu = workers, use_gpu
+        self.share = max(1, int((total - (1 if use_gpu else 0)) // workers))  # next to GPUs the driver keeps one CPU
+        # Options on ray.remote itself: `max_calls` is a function's, not a call's.
+        self.task: Any = ray.remote(  # Ray types a streaming call as one ObjectRef
+            num_cpus=self.share, num_gpus=1 if use_gpu else 0, num_returns="streaming",
+            max_retries=0,  # unfinished items are resent by the driver, done ones never again
+            max_calls=1 if use_gpu else 0,  # a GPU's process ends with the job, its memory with it
+        )(model_stage_share)
+        if not use_gpu:  # a GPU task's process is not kept: nothing to warm
+            warm = ray.remote(warm_worker).options(num_cpus=self.share)
+            self.warming = [warm.remote() for _ in range(workers)]
 
     def run(self, items: list[WorkItem], stage, settings: JobSettings, on_result) -> None:
         import ray
@@ -186,48 +195,45 @@ class NodeRoute:
         if not self.use_gpu:
             settings = dataclasses.replace(settings, cpu_threads=torch_threads(settings.cpu_threads, self.share))
         readers = max(1, self.share - 1)
-        workers = self.workers[: max(1, min(len(self.workers), len(items)))]
-        shares = [items[w :: len(workers)] for w in range(len(workers))]
+        workers = max(1, min(self.workers, len(items)))
+        shares = [items[w::workers] for w in range(workers)]
         results: queue.Queue = queue.Queue()
         stop = threading.Event()
+        running: dict[int, Any] = {}  # share -> its task now, cancelled when the job stops early
 
         def drive(w: int) -> None:
-            """Stream worker w's items; when the actor dies, resend what it had not finished to
-            the restarted actor, up to ACTOR_RESTARTS times."""
+            """Stream share w's items; when its worker dies, send what it had not finished again,
+            up to ACTOR_RESTARTS times."""
             left = {it.item_id: it for it in shares[w]}
             failures = 0
             while left and not stop.is_set():
                 try:
-                    ray.get(workers[w].setup.remote(stage, settings, readers))  # a restarted actor needs it again
-                    call = workers[w].run.options(num_returns="streaming").remote([it.to_row() for it in left.values()])
+                    running[w] = call = self.task.remote(stage, settings, readers, [it.to_row() for it in left.values()])
                     for ref in call:
                         result = ItemResult.from_row(ray.get(ref))
                         left.pop(result.item_id, None)
                         results.put(result)
                         if stop.is_set():
                             return
-                except ray.exceptions.ActorUnavailableError:
-                    time.sleep(0.1)  # being restarted: the same death, not another one
-                    continue
-                except Exception as exc:  # the actor died (or could not restart), or could not load the model
+                except Exception as exc:  # the worker died, or the model could not load
                     if (ours := spacemind_error_in(exc)) is not None:
-                        results.put(ours)  # a bad checkpoint or cache: no restart mends it
+                        results.put(ours)  # a bad checkpoint or cache: no rerun mends it
                         return
                     failures += 1
                     if failures > ACTOR_RESTARTS:
                         results.put(lost_workers_error(exc))
                         return
-                    log.warning("a model actor died (%s); resending its %d unfinished item(s)",
+                    log.warning("a model worker died (%s); sending its %d unfinished item(s) again",
                                 type(exc).__name__, len(left))
             results.put(None)
 
         threads = [threading.Thread(target=drive, args=(w,), daemon=True, name=f"spacemind-ray-{w}")
-                   for w in range(len(workers))]
+                   for w in range(workers)]
         for t in threads:
             t.start()
         try:
             finished = 0
-            while finished < len(workers):
+            while finished < workers:
                 got = results.get()
                 if got is None:
                     finished += 1
@@ -237,12 +243,8 @@ class NodeRoute:
                     on_result(got)
         finally:
             stop.set()
-
-    def close(self) -> None:
-        import ray
-
-        for worker in self.workers:  # a cluster outlives the job; its actors must not
-            ray.kill(worker)
+            for call in running.values():  # a job stopped early leaves no task working on
+                ray.cancel(call)
 
 
 # ---------------------------------------------------------------------------------- a cluster

@@ -39,7 +39,7 @@ def pick_device(device: str | None = None) -> str:
 def torch_threads(requested: int | None, reserved_cpus: float | None = None) -> int:
     """The torch thread count of a model worker on CPU, the one policy for answer, extract and
     train on every executor: `requested` (--threads) when given; else the CPUs the worker reserved
-    (a Ray actor's or Ray Train worker's share: taking the machine's count would oversubscribe a
+    (a Ray model worker's or Ray Train worker's share: taking the machine's count would oversubscribe a
     node running several workers, or one unlike the driver's); else the CPUs this process may run on."""
     if requested:
         return requested

@@ -12,8 +12,8 @@ import psutil
 
 
 def our_processes(name: str) -> list[psutil.Process]:
-    """Live processes whose command line holds `name` (Ray titles an actor's process with its
-    class, e.g. "ray::ModelStageWorker"), descended from this process."""
+    """Live processes whose command line holds `name` (Ray titles a worker's process with the
+    task or actor it runs, e.g. "ray::model_stage_share"), descended from this process."""
     me = os.getpid()
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):

@@ -41,7 +41,7 @@ def _kill_model_actor_once():
 
     def callback(event):
         if state["killed"] is None and "done" in event:  # not the model-load event, sent before any actor
-            actors = our_processes("ModelStage")
+            actors = our_processes("model_stage_share")
             if actors:
                 actors[0].kill()
             state["killed"] = actors[0].pid if actors else 0
@@ -221,3 +221,80 @@ def test_a_worker_that_raised_is_told_from_a_lost_one():
     assert worker_exception_in(WorkerGroupError("failed", {0: raised})) is raised
     assert worker_exception_in(WorkerGroupError("lost", {0: ActorDiedError(), 1: RuntimeError("gloo: connection closed")})) is None
     assert worker_exception_in(RuntimeError("no worker failures")) is None
+
+
+def _cpus_back_to_ray(timeout: float = 30.0) -> bool:
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_cpu_model_work_runs_in_a_pooled_process_kept_warm_for_the_next_job(tiny_ckpt, examples, tmp_path):
+    """On one node a CPU share of a job is a Ray task, not an actor: its process goes back to
+    Ray's pool when the job ends (its CPUs free for a training job at once) with torch and
+    transformers imported, and the driver's next job runs there, as the local executor's jobs
+    share its one process."""
+    from pipelines import ray_runtime
+
+    started = ray_runtime.connect(None)  # a driver that keeps its Ray between jobs
+    try:
+        first = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=tmp_path / "a", executor="ray", cpu_threads=1)
+        assert _cpus_back_to_ray()
+        second = run_extract(examples / "videos", checkpoint=tiny_ckpt, cache=tmp_path / "b", executor="ray", cpu_threads=1)
+        assert _cpus_back_to_ray()
+    finally:
+        if started:
+            ray_runtime.shutdown()
+    assert first["encoded"] == second["encoded"] == 4
+    pids = [{a["pid"] for a in s["actors"]} for s in (first, second)]
+    assert len(pids[0]) == 1 and pids[1] == pids[0]
+
+
+def test_a_gpu_share_gets_a_process_of_its_own_that_ends_with_the_job():
+    """Ray reuses a task's process unless told otherwise; a GPU's process must end with its job,
+    so that the GPU's memory is free for what runs next (a training job)."""
+    from pipelines import ray_runtime
+    from pipelines.ray import NodeRoute
+
+    started = ray_runtime.connect(None)
+    try:
+        gpu, cpu = NodeRoute(1, use_gpu=True), NodeRoute(1, use_gpu=False)
+    finally:
+        if started:
+            ray_runtime.shutdown()
+    assert gpu.task._default_options["max_calls"] == 1 and gpu.task._default_options["num_gpus"] == 1
+    assert cpu.task._default_options["max_calls"] == 0  # unlimited: the process stays warm
+
+
+def test_a_job_stopped_early_leaves_no_model_work_running(tiny_ckpt, tmp_path):
+    """When the driver stops a job (Ctrl-C, a full disk on its side), the workers' tasks are
+    cancelled: nothing goes on encoding the rest of the job into a long-lived Ray's processes."""
+    from bench.workload import build
+    from pipelines import ray_runtime
+
+    scenes = build(tmp_path / "workload", 24, 1).scenes_root
+
+    class Stop(Exception):
+        pass
+
+    def stop_on_first_result(event):
+        if event.get("done"):
+            raise Stop
+
+    cache = tmp_path / "cache"
+    started = ray_runtime.connect(None)
+    try:
+        with pytest.raises(Stop):
+            run_extract(scenes, checkpoint=tiny_ckpt, cache=cache, executor="ray", cpu_threads=1,
+                        progress=stop_on_first_result)
+        assert _cpus_back_to_ray()  # the task has ended (cancelled, or done)
+    finally:
+        if started:
+            ray_runtime.shutdown()
+    written = len(list(cache.glob("entries/*/*.parquet")))
+    assert 1 <= written <= 12, written  # uncancelled, the worker would have encoded all 24

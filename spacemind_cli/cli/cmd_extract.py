@@ -36,7 +36,7 @@ def extract(
     scenes_per_call: int | None = typer.Option(
         None, "--scenes-per-call", min=1, show_default=str(DEFAULTS.scenes_per_call),
         help="Scenes handed to an encoder actor per call on a multi-node Ray cluster (fewer round trips). Not used on "
-        "one machine, where actors stream their scenes. Each scene is still encoded on its own, so features never "
+        "one machine, where workers stream their scenes. Each scene is still encoded on its own, so features never "
         "depend on it."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, hidden=True,
                                           help="Deprecated name of --scenes-per-call."),

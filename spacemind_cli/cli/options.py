@@ -22,7 +22,7 @@ SAMPLING = typer.Option(None, "--sampling", help="paper (N+2 uniform, ends dropp
 EXECUTOR = typer.Option(None, "--executor", show_default=DEFAULTS.executor, help="ray: embedded local Ray, or the cluster at --ray-address. local: in-process, no Ray.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto').")
 NUM_GPUS = typer.Option(None, "--num-gpus", help="GPUs to use, one model worker each (default: all in the cluster).")
-ACTORS = typer.Option(None, "--actors", help="Model actors on a CPU-only Ray cluster (default 1).")
+ACTORS = typer.Option(None, "--actors", help="Model workers on a CPU-only Ray cluster (default 1).")
 DTYPE = typer.Option(None, "--dtype", show_default=DEFAULTS.dtype, help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32.")
 VGGT_WEIGHTS = typer.Option(
     None, "--vggt-weights", show_default=DEFAULTS.vggt_weights,
@@ -36,7 +36,7 @@ MERGE_LORA = typer.Option(
 )
 THREADS = typer.Option(
     None, "--threads", min=1,
-    help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray actor's reserved share). "
+    help="torch threads per model worker on CPU (default: the worker's own CPUs; a Ray worker's reserved share). "
     "Pin it when two runs must agree bit for bit.",
 )
 DEVICE = typer.Option(None, "--device", help="cuda | cpu (local executor; default: cuda when available).")

@@ -83,7 +83,7 @@ class JobSettings:
     verify_cached: bool = False
     # the checkpoint's LoRA adapter merged into the weights (True) or beside them (False); None: no adapter
     merge_lora: bool | None = None
-    # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray actor's
+    # torch threads of a model worker on CPU; None: the worker's own CPU allotment (a Ray worker's
     # reserved CPUs, the local process's CPUs). CPU float results can depend on the thread count
     # (reduction order): runs that must agree bit for bit pin it.
     cpu_threads: int | None = None

@@ -68,6 +68,12 @@ def load(path: str, *, device: str, dtype: torch.dtype, attn_implementation: str
     return model, tokenizer
 
 
+def import_modeling() -> None:
+    """Import transformers' InternVL modules now (a model worker's slowest import, ~2 s on a
+    CPU), so that a worker warmed ahead of its job does not wait for them."""
+    from transformers import InternVLForConditionalGeneration  # noqa: F401
+
+
 def _skeleton(config, dtype: torch.dtype, attn_implementation: str):
     """The architecture with its parameters on the meta device, in `dtype`."""
     from transformers import InternVLForConditionalGeneration

@@ -243,7 +243,7 @@ def ray_cluster():
 
 
 def model_actor_pids() -> list[int]:
-    return [proc.pid for proc in our_processes("ModelStage")]
+    return [proc.pid for proc in our_processes("model_stage_share")]
 
 
 def kill_actor_on_every_result(limit: int):

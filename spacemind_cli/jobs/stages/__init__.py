@@ -10,8 +10,8 @@ cache read, or encode + cache write). A new kind of job adds its stage here.
 
 from .answer import AnswerStage
 from .encode import EncodeStage
-from .load import load_ahead, load_item, open_job_cache, read_scene, reader_threads, scene_digest
+from .load import drop_job_caches, load_ahead, load_item, open_job_cache, read_scene, reader_threads, scene_digest
 from .model import LoadedStage, ModelStage
 
-__all__ = ["AnswerStage", "EncodeStage", "LoadedStage", "ModelStage", "load_ahead", "load_item", "open_job_cache", "read_scene",
+__all__ = ["AnswerStage", "EncodeStage", "LoadedStage", "ModelStage", "drop_job_caches", "load_ahead", "load_item", "open_job_cache", "read_scene",
            "reader_threads", "scene_digest"]

@@ -113,6 +113,12 @@ def job_cache(root: str):
     return _caches[root]
 
 
+def drop_job_caches() -> None:
+    """Forget this process's cache handles: a pooled worker process starting another job opens
+    them afresh (a cache cleared or rebuilt since has another manifest)."""
+    _caches.clear()
+
+
 def open_job_cache(root: str):
     """Open (or create) a job's feature cache before any work starts, so that a refused cache
     (foreign schema, corrupt manifest, read-only) stops the job with its own error and exit code,

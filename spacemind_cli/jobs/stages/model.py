@@ -26,9 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class LoadedStage:
-    """A worker's one model stage, loaded again only when a job's stage or settings differ: a
-    process that runs several jobs (a Ray actor kept for the next job, tests, benchmarks) loads
-    the model once."""
+    """A worker's one model stage, loaded again only when a job's stage or settings differ: an
+    executor that runs several jobs (tests, benchmarks, the library API) loads the model once."""
 
     def __init__(self):
         self.stage: ModelStage | None = None
