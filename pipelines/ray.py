@@ -209,6 +209,9 @@ class NodeRoute:
             while left and not stop.is_set():
                 try:
                     running[w] = call = self.task.remote(stage, settings, readers, [it.to_row() for it in left.values()])
+                    if stop.is_set():  # stopped while this was being sent: the driver's cancel may have missed it
+                        ray.cancel(call)
+                        return
                     for ref in call:
                         result = ItemResult.from_row(ray.get(ref))
                         left.pop(result.item_id, None)
@@ -216,6 +219,8 @@ class NodeRoute:
                         if stop.is_set():
                             return
                 except Exception as exc:  # the worker died, or the model could not load
+                    if stop.is_set():  # cancelled: the job has stopped
+                        return
                     if (ours := spacemind_error_in(exc)) is not None:
                         results.put(ours)  # a bad checkpoint or cache: no rerun mends it
                         return
@@ -241,10 +246,13 @@ class NodeRoute:
                     raise got
                 else:
                     on_result(got)
+        except BaseException:
+            stop.set()
+            for call in list(running.values()):  # a job stopped early leaves no task working on
+                ray.cancel(call)
+            raise
         finally:
             stop.set()
-            for call in running.values():  # a job stopped early leaves no task working on
-                ray.cancel(call)
 
 
 # ---------------------------------------------------------------------------------- a cluster

@@ -39,7 +39,7 @@ class AnswerSummary(_Summary):
     output: str | None = None
     errors_file: str | None = None  # set only when something failed
     executor: str | None = None
-    route: str | None = None  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
+    route: str | None = None  # Ray: node (model tasks reading their own scenes) or dataset (Ray Data)
     questions: int = 0
     question_problems: int = 0  # rows of the question file that could not be read
     answered: int = 0  # now
@@ -68,7 +68,7 @@ class AnswerSummary(_Summary):
 class ExtractSummary(_Summary):
     cache: str | None = None
     executor: str | None = None
-    route: str | None = None  # Ray: node (actors reading their own scenes) or dataset (Ray Data)
+    route: str | None = None  # Ray: node (model tasks reading their own scenes) or dataset (Ray Data)
     scenes: int = 0
     encoded: int = 0
     cached: int = 0

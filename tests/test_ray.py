@@ -271,9 +271,13 @@ def test_a_gpu_share_gets_a_process_of_its_own_that_ends_with_the_job():
     assert cpu.task._default_options["max_calls"] == 0  # unlimited: the process stays warm
 
 
-def test_a_job_stopped_early_leaves_no_model_work_running(tiny_ckpt, tmp_path):
+def test_a_job_stopped_early_leaves_no_model_work_running(tiny_ckpt, tmp_path, caplog):
     """When the driver stops a job (Ctrl-C, a full disk on its side), the workers' tasks are
-    cancelled: nothing goes on encoding the rest of the job into a long-lived Ray's processes."""
+    cancelled: nothing goes on encoding the rest of the job into a long-lived Ray's processes, and
+    the cancelled tasks are not taken for dead workers (no warning, nothing sent again)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="pipelines.ray")
     from bench.workload import build
     from pipelines import ray_runtime
 
@@ -298,3 +302,4 @@ def test_a_job_stopped_early_leaves_no_model_work_running(tiny_ckpt, tmp_path):
             ray_runtime.shutdown()
     written = len(list(cache.glob("entries/*/*.parquet")))
     assert 1 <= written <= 12, written  # uncancelled, the worker would have encoded all 24
+    assert not [r for r in caplog.records if "died" in r.getMessage()]

@@ -37,7 +37,7 @@ class RunOptions:
     executor: str | None = None  # ray | local
     ray_address: str | None = None
     num_gpus: int | None = None
-    actors: int | None = None  # model actors on a CPU-only Ray cluster
+    actors: int | None = None  # model workers on a CPU-only Ray cluster
     scenes_per_call: int | None = None  # scenes per model-actor call (Ray, multi-node: the Ray Data route)
     device: str | None = None  # cuda | cpu; default: cuda when the worker has one
     cpu_threads: int | None = None  # torch threads per CPU model worker; default: its own CPUs
